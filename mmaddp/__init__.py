@@ -1,3 +1,15 @@
+"""mmaddp: the OpenMMLab toolkit for ADDP (Alternating Denoising Diffusion
+Process, ICLR 2024).
+
+Importing the package registers its models in the mmpretrain, mmdet and mmseg
+scopes and allow-lists the classes MMEngine checkpoints need under
+``torch.load(weights_only=True)``.
+"""
+from .utils import register_safe_checkpoint_globals
 from .version import __version__, version_info
 
-__all__ = ["__version__", "version_info"]
+register_safe_checkpoint_globals()
+
+from . import engine, models  # noqa: E402,F401
+
+__all__ = ['__version__', 'version_info']

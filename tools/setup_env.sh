@@ -53,6 +53,10 @@ fi
 log "installing build requirements (torch, torchvision, numpy<2, ninja)"
 "${PIP[@]}" -r requirements/build.txt
 
+log "installing runtime requirements and mmengine (what mmcv imports)"
+"${PIP[@]}" -r requirements/runtime.txt "$(grep -E '^mmengine' requirements/mminstall.txt)" \
+  addict yapf pyyaml Pillow packaging
+
 mmcv_ok() {
   "$PY" -c "import mmcv, mmcv.ops; from mmcv.ops import nms; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1
 }
@@ -75,6 +79,9 @@ if ! mmcv_ok; then
     log "building mmcv $MMCV_VERSION with ops from source (about 10 minutes on 2 cores)"
     work="$ROOT/.cache/mmcv-build"
     rm -rf "$work" && mkdir -p "$work/src" "$work/dist"
+    # mmcv 2.1.0's setup.py imports pkg_resources and needs setuptools<70;
+    # torch 2.14 wants >=77 at run time, so the old one serves this build only.
+    "${PIP[@]}" "setuptools<70"
     "$PY" -m pip download --disable-pip-version-check --no-deps --no-binary mmcv \
       --no-build-isolation "mmcv==$MMCV_VERSION" -d "$work"
     tar -xzf "$work/mmcv-$MMCV_VERSION.tar.gz" -C "$work/src"
@@ -83,13 +90,14 @@ if ! mmcv_ok; then
     grep -q 'c++20' "$src/setup.py" || { echo "mmcv setup.py patch failed" >&2; exit 1; }
     (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" "$PY" -m pip wheel \
        --disable-pip-version-check --no-deps --no-build-isolation . -w "$work/dist")
+    "${PIP[@]}" "setuptools>=77.0.3"
     "${PIP[@]}" --no-deps "$work"/dist/mmcv-*.whl
     mmcv_ok || { echo "mmcv built but its ops do not import" >&2; exit 1; }
   fi
 fi
 
-log "installing runtime, OpenMMLab and test requirements"
-"${PIP[@]}" -r requirements/runtime.txt -r requirements/mminstall.txt -r requirements/tests.txt
+log "installing OpenMMLab and test requirements"
+"${PIP[@]}" -r requirements/mminstall.txt -r requirements/tests.txt
 log "installing mmaddp in editable mode"
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 

@@ -1,0 +1,296 @@
+"""The ADDP encoder: a plain ViT that reads pixels (``ADDPViT``)."""
+import math
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from mmpretrain.models.utils import resize_pos_embed
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+
+from mmaddp.registry import register_backbone
+from ..utils.checkpoint_convert import load_addp_encoder_state_dict
+
+
+def _layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=1e-6, **kwargs)
+
+
+@register_backbone()
+class ADDPViT(BaseModule):
+    """The ADDP encoder as a backbone for classification, detection and
+    segmentation.
+
+    Pixels (normalised by the data preprocessor) -> 16x16 patch embedding ->
+    learned absolute position embedding (class token included) -> optional
+    LayerNorm (``pre_norm``) -> timm ``Block`` s (qkv bias, LayerNorm eps 1e-6,
+    attention by ``F.scaled_dot_product_attention``) -> final LayerNorm.
+    Parameter names follow the released ADDP checkpoint, except that the
+    release's ``tokenizer_norm`` is called ``pre_norm`` here.
+
+    ``pre_norm`` defaults to ``True``: the pretraining encoder has this
+    LayerNorm, so with it the backbone computes exactly the features that
+    pretraining learned (what the dense tasks, which have no released recipe,
+    start from). The released ImageNet fine-tuning ViT has no such norm; the
+    paper-reproduction classification configs set ``pre_norm=False`` to match
+    the recipe behind the published top-1.
+
+    Args:
+        arch (str | dict): ``'b'`` (768/12/12), ``'l'`` (1024/24/16), the test
+            sizes ``'tiny'`` (192/12/3), ``'nano'`` (64/4/4), ``'pico'``
+            (32/2/2), or a dict with ``embed_dims``, ``num_layers``,
+            ``num_heads`` and optionally ``mlp_ratio``.
+        img_size (int | tuple): input size the position embedding is made for;
+            other sizes divisible by ``patch_size`` are handled by bicubic
+            interpolation on the fly.
+        patch_size (int): patch size; equals the tokenizer's downsampling.
+        in_channels (int): image channels.
+        out_indices (int | Sequence[int]): blocks whose outputs are returned;
+            negative indices count from the end.
+        out_type (str): ``'featmap'`` (B x C x H/p x W/p per index),
+            ``'avg_featmap'`` (mean of patch tokens then LayerNorm, B x C),
+            ``'cls_token'`` (B x C) or ``'raw'`` (B x (1 + N) x C).
+        pre_norm (bool): LayerNorm between embeddings and the first block.
+        final_norm (bool): LayerNorm after the last block.
+        drop_rate (float): dropout after adding position embeddings.
+        attn_drop_rate (float): dropout on attention weights.
+        drop_path_rate (float): stochastic depth, linearly increasing.
+        frozen_stages (int): freeze the embeddings and the first
+            ``frozen_stages`` blocks (and the final norm when all are frozen);
+            -1 or 0 freezes nothing.
+        with_cp (bool): activation checkpointing of every block.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``
+            loads a released ADDP checkpoint or an mmaddp checkpoint (see
+            :func:`load_addp_encoder_state_dict`).
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(['b', 'base'], dict(embed_dims=768, num_layers=12, num_heads=12)),
+        **dict.fromkeys(['l', 'large'], dict(embed_dims=1024, num_layers=24, num_heads=16)),
+        'tiny': dict(embed_dims=192, num_layers=12, num_heads=3),
+        'nano': dict(embed_dims=64, num_layers=4, num_heads=4),
+        'pico': dict(embed_dims=32, num_layers=2, num_heads=2),
+    }
+    num_extra_tokens = 1  # the class token
+    OUT_TYPES = ('featmap', 'avg_featmap', 'cls_token', 'raw')
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'b',
+                 img_size: Union[int, Tuple[int, int]] = 256,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 out_type: str = 'cls_token',
+                 pre_norm: bool = True,
+                 final_norm: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims = self.arch_settings['embed_dims']
+        self.num_layers = self.arch_settings['num_layers']
+        num_heads = self.arch_settings['num_heads']
+        mlp_ratio = self.arch_settings.get('mlp_ratio', 4.0)
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(f'Unsupported out_type {out_type!r}; choose one of {self.OUT_TYPES}')
+        self.out_type = out_type
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.patch_size = patch_size
+        if any(s % patch_size for s in self.img_size):
+            raise ValueError(f'img_size {self.img_size} is not divisible by patch_size {patch_size}')
+        self.patch_resolution = tuple(s // patch_size for s in self.img_size)
+
+        self.patch_embed = PatchEmbed(
+            img_size=self.img_size, patch_size=patch_size, in_chans=in_channels,
+            embed_dim=self.embed_dims, strict_img_size=False, dynamic_img_pad=False)
+        num_patches = self.patch_resolution[0] * self.patch_resolution[1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, num_patches + self.num_extra_tokens, self.embed_dims))
+        self.pos_drop = nn.Dropout(p=drop_rate)
+        self.pre_norm = _layer_norm(self.embed_dims) if pre_norm else nn.Identity()
+
+        dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
+        self.blocks = nn.ModuleList([
+            Block(dim=self.embed_dims, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
+                  attn_drop=attn_drop_rate, proj_drop=drop_rate, drop_path=dpr[i],
+                  norm_layer=_layer_norm) for i in range(self.num_layers)
+        ])
+        for block in self.blocks:
+            block.attn.fused_attn = True  # always F.scaled_dot_product_attention
+        self.final_norm = final_norm
+        self.norm = _layer_norm(self.embed_dims) if final_norm else nn.Identity()
+        if out_type == 'avg_featmap':
+            self.pooled_norm = _layer_norm(self.embed_dims)
+
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        self.out_indices = []
+        for index in out_indices:
+            idx = index + self.num_layers if index < 0 else index
+            if not 0 <= idx < self.num_layers:
+                raise ValueError(f'out_indices {index} is out of range for {self.num_layers} blocks')
+            self.out_indices.append(idx)
+        self.frozen_stages = frozen_stages
+        self.with_cp = with_cp
+        if frozen_stages > 0:
+            self._freeze_stages()
+
+    @classmethod
+    def _parse_arch(cls, arch) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise KeyError(f'Unknown ADDPViT arch {arch!r}; choose one of '
+                               f'{sorted(cls.arch_zoo)} or give a dict')
+            return dict(cls.arch_zoo[key])
+        required = {'embed_dims', 'num_layers', 'num_heads'}
+        if not isinstance(arch, dict) or not required <= set(arch):
+            raise ValueError(f'A custom arch must be a dict with keys {sorted(required)}, got {arch!r}')
+        unknown = set(arch) - required - {'mlp_ratio'}
+        if unknown:
+            raise ValueError(f'Unknown keys {sorted(unknown)} in ADDPViT arch dict')
+        return dict(arch)
+
+    # ------------------------------------------------------------------ init
+    def init_weights(self):
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            self._load_pretrained(self.init_cfg['checkpoint'])
+            self._is_init = True
+            return
+        if self.init_cfg is None:  # the ViT/MAE default
+            trunc_normal_(self.pos_embed, std=0.02)
+            trunc_normal_(self.cls_token, std=0.02)
+            self.apply(self._init_module)
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    @staticmethod
+    def _init_module(m: nn.Module):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            # the patch projection is a linear map of each patch
+            w = m.weight.data
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def _load_pretrained(self, checkpoint: str):
+        logger = MMLogger.get_current_instance()
+        state_dict = load_addp_encoder_state_dict(
+            checkpoint, pos_embed_shape=self.patch_resolution,
+            num_extra_tokens=self.num_extra_tokens, keep_pre_norm=not isinstance(self.pre_norm, nn.Identity))
+        own = self.state_dict()
+        mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+        if mismatched:
+            details = ', '.join(f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
+                                f'{tuple(own[k].shape)}' for k in mismatched)
+            raise ValueError(f'Checkpoint {checkpoint} does not fit this ADDPViT ({details}); '
+                             'check arch and patch_size')
+        result = self.load_state_dict(state_dict, strict=False)
+        logger.info(f'ADDPViT loaded {len(state_dict)} tensors from {checkpoint}')
+        if result.missing_keys:
+            logger.warning(f'ADDPViT missing keys (kept at their initial values): {result.missing_keys}')
+        if result.unexpected_keys:
+            logger.warning(f'ADDPViT unexpected keys (ignored): {result.unexpected_keys}')
+        return result
+
+    # --------------------------------------------------------------- freezing
+    def _freeze_stages(self):
+        frozen = [self.patch_embed, self.pre_norm, self.pos_drop]
+        frozen += list(self.blocks[:self.frozen_stages])
+        if self.frozen_stages >= self.num_layers:
+            frozen.append(self.norm)
+        self.cls_token.requires_grad = False
+        self.pos_embed.requires_grad = False
+        for m in frozen:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.frozen_stages > 0:
+            self._freeze_stages()
+        return self
+
+    # ---------------------------------------------------------------- forward
+    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Images B x 3 x H x W -> tokens B x (1 + N) x C and the patch grid."""
+        h, w = x.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f'Input size {h}x{w} is not divisible by patch_size {self.patch_size}')
+        x = self.patch_embed(x)
+        grid = (h // self.patch_size, w // self.patch_size)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        pos_embed = self.pos_embed
+        if grid != self.patch_resolution:
+            pos_embed = resize_pos_embed(pos_embed, self.patch_resolution, grid, mode='bicubic',
+                                         num_extra_tokens=self.num_extra_tokens)
+        x = self.pos_drop(x + pos_embed)
+        return self.pre_norm(x), grid
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Images B x 3 x H x W (H, W divisible by the patch size) -> a tuple
+        with one output per ``out_indices`` entry, shaped by ``out_type``."""
+        x, grid = self.embed(x)
+        outs = []
+        for i, block in enumerate(self.blocks):
+            if self.with_cp and self.training and x.requires_grad:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if i == self.num_layers - 1:
+                x = self.norm(x)
+            if i in self.out_indices:
+                outs.append(self._format_output(x, grid))
+        return tuple(outs)
+
+    def _format_output(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        if self.out_type == 'raw':
+            return x
+        if self.out_type == 'cls_token':
+            return x[:, 0]
+        patch_tokens = x[:, self.num_extra_tokens:]
+        if self.out_type == 'avg_featmap':
+            return self.pooled_norm(patch_tokens.mean(dim=1))
+        b, _, c = patch_tokens.shape
+        return patch_tokens.transpose(1, 2).reshape(b, c, *grid).contiguous()
+
+    # ------------------------------------------------------------ layer decay
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """Layer id of a parameter for layer-wise lr decay.
+
+        Embeddings (and ``pre_norm``) get depth 0, block ``i`` gets ``i + 1``,
+        and everything after the blocks (final norm, pooled norm, and any
+        module outside this backbone, such as heads or necks) the last depth.
+
+        Returns:
+            tuple[int, int]: the layer depth and the number of depths.
+        """
+        num_layers = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name in ('cls_token', 'pos_embed') or name.startswith(('patch_embed', 'pre_norm')):
+            depth = 0
+        elif name.startswith('blocks.'):
+            depth = int(name.split('.')[1]) + 1
+        else:
+            depth = num_layers - 1
+        return depth, num_layers

@@ -1,0 +1,48 @@
+"""Registries of mmaddp.
+
+mmaddp has no registry tree of its own: its pieces are written for the three
+OpenMMLab codebases it plugs into. Pretraining and generation models live in
+the mmpretrain scope (like MAE); backbones, necks and engine pieces that dense
+tasks need are registered in every scope that uses them, so that
+``custom_imports=dict(imports=['mmaddp'])`` is all a config needs.
+"""
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import MODEL_WRAPPERS
+from mmpretrain.registry import DATASETS, HOOKS, METRICS, TRANSFORMS  # noqa: F401
+from mmpretrain.registry import MODELS
+from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmseg.registry import MODELS as MMSEG_MODELS
+from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_OPTIM_WRAPPER_CONSTRUCTORS
+
+#: model registries of the scopes a backbone is usable from
+ALL_SCOPE_MODELS = (MODELS, MMDET_MODELS, MMSEG_MODELS)
+ALL_SCOPE_OPTIM_WRAPPER_CONSTRUCTORS = (OPTIM_WRAPPER_CONSTRUCTORS,
+                                        MMDET_OPTIM_WRAPPER_CONSTRUCTORS,
+                                        MMSEG_OPTIM_WRAPPER_CONSTRUCTORS)
+
+
+def _register_everywhere(registries, name=None):
+
+    def decorator(cls):
+        for registry in registries:
+            registry.register_module(name=name or cls.__name__, module=cls)
+        return cls
+
+    return decorator
+
+
+def register_backbone(name=None):
+    """Register a model class in the mmpretrain, mmdet and mmseg scopes."""
+    return _register_everywhere(ALL_SCOPE_MODELS, name)
+
+
+def register_optim_wrapper_constructor(name=None):
+    """Register an optimizer-wrapper constructor in all three scopes."""
+    return _register_everywhere(ALL_SCOPE_OPTIM_WRAPPER_CONSTRUCTORS, name)
+
+
+__all__ = [
+    'MODELS', 'MMDET_MODELS', 'MMSEG_MODELS', 'MODEL_WRAPPERS', 'DATASETS', 'HOOKS',
+    'METRICS', 'TRANSFORMS', 'register_backbone', 'register_optim_wrapper_constructor'
+]

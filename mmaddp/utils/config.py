@@ -1,0 +1,30 @@
+"""Config overrides that refuse keys the config does not have."""
+from mmengine.config import Config
+
+
+def _has_key(node, parts):
+    for part in parts:
+        if isinstance(node, (list, tuple)):
+            if not part.isdigit() or int(part) >= len(node):
+                return False
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                return False
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def merge_cfg_options_strict(cfg: Config, options: dict) -> None:
+    """``cfg.merge_from_dict(options)`` after checking every key exists.
+
+    A misspelt ``--cfg-options`` key would otherwise add an unused setting
+    silently; here it raises ``KeyError`` naming the key.
+    """
+    unknown = [key for key in options if not _has_key(cfg._cfg_dict, key.split('.'))]
+    if unknown:
+        raise KeyError(f'--cfg-options keys not found in the config: {unknown}. '
+                       'Check the spelling, or add the key to the config file first.')
+    cfg.merge_from_dict(options)

@@ -1,0 +1,60 @@
+"""Evaluate a checkpoint with a config of mmpretrain, mmdet or mmseg flavour;
+prints the config's metrics (top-1, COCO AP, mIoU, ...)."""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+import mmaddp  # noqa: F401
+from mmaddp.utils import merge_cfg_options_strict, prepare_launch
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
+    parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config (key=value)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    for path, what in ((args.config, 'Config'), (args.checkpoint, 'Checkpoint')):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{what} file not found: {path}')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        merge_cfg_options_strict(cfg, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.out is not None:
+        dump = dict(type='DumpResults', out_file_path=args.out)  # mmengine's metric
+        evaluators = cfg.test_evaluator
+        if isinstance(evaluators, (list, tuple)):
+            cfg.test_evaluator = [*evaluators, dump]
+        else:
+            cfg.test_evaluator = [evaluators, dump]
+
+    prepare_launch(cfg)
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    print({k: round(float(v), 4) if isinstance(v, (int, float)) else v for k, v in metrics.items()})
+
+
+if __name__ == '__main__':
+    main()
