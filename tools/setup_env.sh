@@ -33,7 +33,7 @@ fingerprint() {
 check_imports() {
   "$PY" - <<'PY' >/dev/null 2>&1
 import torch, torchvision, mmengine, mmcv, mmdet, mmseg, mmpretrain, timm
-import pycocotools, numpy
+import pycocotools, numpy, pkg_resources  # mmengine needs pkg_resources
 from mmcv.ops import RoIAlign, nms  # compiled ops present
 import mmaddp
 assert mmcv.__version__ == '2.1.0' and numpy.__version__.startswith('1.')
@@ -80,7 +80,8 @@ if ! mmcv_ok; then
     work="$ROOT/.cache/mmcv-build"
     rm -rf "$work" && mkdir -p "$work/src" "$work/dist"
     # mmcv 2.1.0's setup.py imports pkg_resources and needs setuptools<70;
-    # torch 2.14 wants >=77 at run time, so the old one serves this build only.
+    # torch 2.14 wants >=77 at run time, so the old one serves this build only
+    # and the pinned one of requirements/build.txt comes back right after.
     "${PIP[@]}" "setuptools<70"
     "$PY" -m pip download --disable-pip-version-check --no-deps --no-binary mmcv \
       --no-build-isolation "mmcv==$MMCV_VERSION" -d "$work"
@@ -90,7 +91,7 @@ if ! mmcv_ok; then
     grep -q 'c++20' "$src/setup.py" || { echo "mmcv setup.py patch failed" >&2; exit 1; }
     (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" "$PY" -m pip wheel \
        --disable-pip-version-check --no-deps --no-build-isolation . -w "$work/dist")
-    "${PIP[@]}" "setuptools>=77.0.3"
+    "${PIP[@]}" "$(grep -E '^setuptools' requirements/build.txt)"
     "${PIP[@]}" --no-deps "$work"/dist/mmcv-*.whl
     mmcv_ok || { echo "mmcv built but its ops do not import" >&2; exit 1; }
   fi
