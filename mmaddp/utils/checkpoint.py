@@ -9,35 +9,48 @@ unless the class is allow-listed. MMEngine's runner checkpoints (``meta``,
 import argparse
 import os.path as osp
 import pickle
-from collections import OrderedDict, defaultdict
 
 import numpy as np
 import torch
 
 
-def _safe_globals():
+def _history_buffer_getattr(obj, name):
+    """Stand-in for ``getattr`` that only resolves HistoryBuffer's statistics.
+
+    ``HistoryBuffer.__getstate__`` pickles its statistic methods
+    (``HistoryBuffer.min`` ...), which protocol 2 writes as
+    ``getattr(HistoryBuffer, 'min')``. Allowing the real ``getattr`` would let
+    a checkpoint reach any attribute; this allows exactly those methods.
+    """
     from mmengine.logging.history_buffer import HistoryBuffer
-    classes = [
-        HistoryBuffer,               # message_hub log scalars
-        np.dtype,                    # dtypes of numpy scalars in logs / meta
-        np.ndarray,
+    if obj is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return HistoryBuffer._statistics_methods[name]
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({getattr(obj, "__name__", type(obj).__name__)}, '
+        f'{name!r}), which is not an allowed HistoryBuffer statistic')
+
+
+def _safe_globals():
+    """The classes found in MMEngine runner checkpoints, besides tensors."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    HistoryBuffer()  # registers the default statistic methods
+    return [
+        HistoryBuffer,                                # message_hub.log_scalars
+        (_history_buffer_getattr, 'builtins.getattr'),  # its statistic methods
+        np.ndarray,                                   # log histories
+        np.dtype,
+        # concrete dtype classes whose state a pickled dtype restores
+        *{type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64,
+                                      np.int32, np.uint8, np.bool_)},
         np.core.multiarray._reconstruct,
-        np.core.multiarray.scalar,
-        type(np.dtype(np.float64)),  # numpy.dtypes.Float64DType and friends
-        type(np.dtype(np.float32)),
-        type(np.dtype(np.int64)),
-        type(np.dtype(np.int32)),
-        type(np.dtype(np.bool_)),
-        OrderedDict, defaultdict,
-        argparse.Namespace,          # 'args' of MAE-style released checkpoints
+        np.core.multiarray.scalar,                    # numpy scalars (eta, metrics)
+        argparse.Namespace,                           # 'args' of MAE-style releases
     ]
-    return classes
 
 
 def register_safe_checkpoint_globals():
     """Allow-list the classes MMEngine checkpoints need for weights_only load."""
-    if hasattr(torch.serialization, 'add_safe_globals'):
-        torch.serialization.add_safe_globals(_safe_globals())
+    torch.serialization.add_safe_globals(_safe_globals())
 
 
 def load_checkpoint_file(path: str, map_location='cpu'):
