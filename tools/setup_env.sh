@@ -54,8 +54,7 @@ log "installing build requirements (torch, torchvision, numpy<2, ninja)"
 "${PIP[@]}" -r requirements/build.txt
 
 log "installing runtime requirements and mmengine (what mmcv imports)"
-"${PIP[@]}" -r requirements/runtime.txt "$(grep -E '^mmengine' requirements/mminstall.txt)" \
-  addict yapf pyyaml Pillow packaging
+"${PIP[@]}" -r requirements/runtime.txt "$(grep -E '^mmengine' requirements/mminstall.txt)"
 
 mmcv_ok() {
   "$PY" -c "import mmcv, mmcv.ops; from mmcv.ops import nms; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1
