@@ -33,3 +33,12 @@ def tiny_cls_root(tmp_path_factory):
             for i in range(count):
                 Image.fromarray(_pattern(label, offset + i)).save(folder / f'{i:03d}.png')
     return str(root)
+
+
+@pytest.fixture(scope='session')
+def demo_root(tmp_path_factory):
+    """The bundled demo data, built once per test session (seconds)."""
+    from mmaddp.datasets import build_demo_data
+    root = str(tmp_path_factory.mktemp('demo') / 'demo')
+    build_demo_data(root, seed=0)
+    return root

@@ -1,0 +1,35 @@
+# Classification in ImageNet folder layout (train/CLASS/*.png, val/CLASS/*.png):
+# the demo digits at 32 px. For ImageNet-1k in the same folder layout:
+# data_root = 'data/imagenet/', num_classes = 1000 and the 256 px pipelines.
+dataset_type = 'CustomDataset'
+data_root = 'data/demo/imagenet/'
+num_classes = 10
+img_size = 32
+data_preprocessor = dict(num_classes=num_classes, mean=[123.675, 116.28, 103.53],
+                         std=[58.395, 57.12, 57.375], to_rgb=True)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.6, 1.0),
+         backend='pillow', interpolation='bicubic'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=img_size, edge='short', backend='pillow',
+         interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=img_size),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=64, num_workers=2, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train',
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=64, num_workers=2, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val',
+                 pipeline=test_pipeline))
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

@@ -1,0 +1,23 @@
+# Pretraining / generation corpus: ImageNet-style folder of 32 px images
+# (data/demo/pretrain, built by tools/dataset_converters/make_demo_data.py).
+# For ImageNet-1k: data_root = 'data/imagenet/' and img_size = 256.
+dataset_type = 'CustomDataset'
+data_root = 'data/demo/pretrain/'
+img_size = 32
+data_preprocessor = dict(type='SelfSupDataPreprocessor', mean=[0., 0., 0.],
+                         std=[255., 255., 255.], to_rgb=True)  # images in [0, 1]
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.2, 1.0),
+         backend='pillow', interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', with_label=False,
+                 pipeline=train_pipeline))
