@@ -1,1 +1,3 @@
 from .backbones import *  # noqa: F401,F403
+from .token_predictors import *  # noqa: F401,F403
+from .tokenizers import *  # noqa: F401,F403

@@ -1,0 +1,3 @@
+from .token_metrics import MaskedTokenAccuracy, ReconstructionMetric
+
+__all__ = ['MaskedTokenAccuracy', 'ReconstructionMetric']

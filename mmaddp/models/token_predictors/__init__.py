@@ -1,0 +1,3 @@
+from .token_predictor import TokenPredictor
+
+__all__ = ['TokenPredictor']

@@ -1,0 +1,285 @@
+"""The token predictor (MAGE): masked VQ ids -> a distribution over codes."""
+from typing import Dict, List, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModel
+from mmengine.model.weight_init import trunc_normal_
+from timm.models.vision_transformer import Block
+
+from mmaddp.registry import MODELS
+from mmaddp.utils import load_checkpoint_file
+from ..utils.mask_ratio import TruncatedNormalMaskRatio
+
+
+def _layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=1e-6, **kwargs)
+
+
+class TokenEmbedding(nn.Module):
+    """``LayerNorm(word + position)`` then dropout, as MAGE's BERT-style
+    embedding (keys ``word_embeddings``, ``position_embeddings``,
+    ``LayerNorm``; LayerNorm eps 1e-6)."""
+
+    def __init__(self, vocab_size: int, seq_len: int, dim: int, dropout: float = 0.1):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, dim)
+        self.position_embeddings = nn.Embedding(seq_len, dim)
+        self.LayerNorm = _layer_norm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        pos = self.position_embeddings.weight[:ids.shape[1]]
+        return self.dropout(self.LayerNorm(self.word_embeddings(ids) + pos))
+
+
+class MlmLayer(nn.Module):
+    """Linear -> GELU -> LayerNorm -> dot product with the word embeddings +
+    bias: logits over the whole vocabulary."""
+
+    def __init__(self, in_dim: int, word_dim: int, vocab_size: int):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, word_dim)
+        self.ln = _layer_norm(word_dim)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.ln(F.gelu(self.fc(x))) @ word_embeddings.t() + self.bias
+
+
+@MODELS.register_module()
+class TokenPredictor(BaseModel):
+    """MAGE token predictor: bidirectional transformer over VQ ids.
+
+    Sequence: ``class_id`` at position 0, then the L ids with masked ones
+    replaced by ``mask_id`` (so their true ids are hidden). Encoder: token
+    embedding, timm blocks, LayerNorm. Decoder: linear projection, every
+    masked position replaced by the projected class-position vector, learned
+    positions, timm blocks, LayerNorm, MLM layer tied to the word embeddings.
+    Key names follow ``mage-vit{b,l}-1600.pth``; ``checkpoint=PATH`` loads it.
+    Attention runs through ``F.scaled_dot_product_attention`` (timm blocks).
+
+    Training (``mode='loss'``) is MAGE-style masked token modelling over the
+    ids of a frozen ``tokenizer``: a mask ratio per image from the truncated
+    normal (mean 0.55, std 0.25, [0.5, 1.0]), cross-entropy with label
+    smoothing 0.1 on the masked positions. (MAGE also drops part of the masked
+    tokens from the encoder to save compute; here every position is encoded,
+    as at prediction time.)
+
+    Args:
+        codebook_size (int): number of VQ codes (1024).
+        num_classes (int): class ids after the codes in the vocabulary (1000).
+        class_id (int): the id at position 0 (MAGE's fake class, 1100).
+        num_tokens (int): L, the ids per image (256).
+        embed_dims, depth, num_heads: encoder (768/12/12 for MAGE ViT-B).
+        decoder_embed_dims, decoder_depth, decoder_num_heads: decoder
+            (768/8/16 for ViT-B; 1024/8/16 for ViT-L).
+        drop_rate (float): dropout of embeddings, attention and block outputs.
+        tokenizer (dict, optional): a frozen VQTokenizer config, needed only
+            for training on images.
+        frozen (bool): eval mode and no gradients, for use inside ADDP.
+        checkpoint (str, optional): a released MAGE file or an mmaddp one.
+    """
+
+    archs = {
+        'b': dict(embed_dims=768, depth=12, num_heads=12, decoder_embed_dims=768,
+                  decoder_depth=8, decoder_num_heads=16),
+        'l': dict(embed_dims=1024, depth=24, num_heads=16, decoder_embed_dims=1024,
+                  decoder_depth=8, decoder_num_heads=16),
+    }
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'b',
+                 codebook_size: int = 1024,
+                 num_classes: int = 1000,
+                 class_id: int = 1100,
+                 num_tokens: int = 256,
+                 mlp_ratio: float = 4.0,
+                 drop_rate: float = 0.1,
+                 label_smoothing: float = 0.1,
+                 mask_ratio: Optional[dict] = None,
+                 tokenizer: Optional[dict] = None,
+                 frozen: bool = False,
+                 checkpoint: Optional[str] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='mmpretrain.SelfSupDataPreprocessor', mean=[0., 0., 0.],
+                                     std=[255., 255., 255.], to_rgb=True)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if isinstance(arch, str):
+            if arch not in self.archs:
+                raise KeyError(f'Unknown TokenPredictor arch {arch!r}; choose {sorted(self.archs)}'
+                               ' or give a dict')
+            arch = self.archs[arch]
+        unknown = set(arch) - set(self.archs['b'])
+        if unknown or len(arch) != len(self.archs['b']):
+            raise ValueError(f'TokenPredictor arch dict needs exactly {sorted(self.archs["b"])}')
+        self.codebook_size, self.num_tokens = codebook_size, num_tokens
+        self.vocab_size = codebook_size + num_classes + 1
+        self.mask_id = self.vocab_size - 1
+        if not codebook_size <= class_id < self.mask_id:
+            raise ValueError(f'class_id {class_id} must lie in [{codebook_size}, {self.mask_id})')
+        self.class_id = class_id
+        dim, ddim = arch['embed_dims'], arch['decoder_embed_dims']
+
+        self.token_emb = TokenEmbedding(self.vocab_size, num_tokens + 1, dim, drop_rate)
+        block = dict(mlp_ratio=mlp_ratio, qkv_bias=True, attn_drop=drop_rate,
+                     proj_drop=drop_rate, norm_layer=_layer_norm)
+        self.blocks = nn.ModuleList(
+            Block(dim, arch['num_heads'], **block) for _ in range(arch['depth']))
+        self.norm = _layer_norm(dim)
+        self.decoder_embed = nn.Linear(dim, ddim)
+        self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, num_tokens + 1, ddim))
+        self.decoder_blocks = nn.ModuleList(
+            Block(ddim, arch['decoder_num_heads'], **block) for _ in range(arch['decoder_depth']))
+        self.decoder_norm = _layer_norm(ddim)
+        self.mlm_layer = MlmLayer(ddim, dim, self.vocab_size)
+        for blk in [*self.blocks, *self.decoder_blocks]:
+            blk.attn.fused_attn = True
+
+        self.label_smoothing = label_smoothing
+        self.mask_ratio = TruncatedNormalMaskRatio(**(mask_ratio or {}))
+        self.tokenizer = MODELS.build(dict(tokenizer, frozen=True)) if tokenizer else None
+        self.frozen = frozen
+        self._init_own_weights()
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    def _init_own_weights(self):
+        for name, m in self.named_modules():
+            if name.startswith('tokenizer'):
+                continue
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                trunc_normal_(m.weight, std=0.02)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        trunc_normal_(self.decoder_pos_embed_learned, std=0.02)
+
+    def init_weights(self):
+        """Weights are set in ``__init__`` (and by ``checkpoint``); a frozen
+        tokenizer inside must not be re-initialised by the runner."""
+        self._is_init = True
+
+    @staticmethod
+    def _unused_release_key(key: str) -> bool:
+        """Released keys with no use here: fixed sin-cos tables, the pixel
+        head and training-only tokens."""
+        return key in ('pos_embed', 'decoder_pos_embed', 'cls_token', 'mask_token') or \
+            key.startswith(('decoder_pred.', 'tokenizer.', 'data_preprocessor.'))
+
+    def load_checkpoint(self, path: str):
+        """Load ``mage-vit*-1600.pth`` (``model`` key) or an mmaddp checkpoint
+        (runner ``state_dict``, optionally under ``token_predictor.``)."""
+        ckpt = load_checkpoint_file(path)
+        state = ckpt
+        for key in ('model', 'state_dict'):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        marker = 'token_emb.word_embeddings.weight'
+        if marker not in state:
+            if 'token_predictor.' + marker in state:
+                state = {k[len('token_predictor.'):]: v for k, v in state.items()
+                         if k.startswith('token_predictor.')}
+            else:
+                raise ValueError(f'Checkpoint {path} is not a MAGE token predictor checkpoint: no '
+                                 f"'{marker}' (found e.g. {sorted(state)[:3]})")
+        state = {k: v for k, v in state.items() if not self._unused_release_key(k)}
+        own = self.state_dict()
+        bad = [f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
+               if k in own and own[k].shape != v.shape]
+        if bad:
+            raise ValueError(f'Checkpoint {path} does not fit this TokenPredictor: {bad[:5]}')
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith('tokenizer.')]
+        logger = MMLogger.get_current_instance()
+        if missing:
+            logger.warning(f'TokenPredictor missing keys: {missing}')
+        if result.unexpected_keys:
+            logger.warning(f'TokenPredictor unexpected keys: {result.unexpected_keys}')
+        return result
+
+    def train(self, mode: bool = True):
+        super().train(mode and not self.frozen)
+        if self.tokenizer is not None:
+            self.tokenizer.eval()
+        return self
+
+    # ---------------------------------------------------------------- API
+    def logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Ids B x L and mask B x L (True = masked, hidden) -> logits over the
+        codes B x L x codebook_size."""
+        b, length = ids.shape
+        if mask.shape != ids.shape:
+            raise ValueError(f'mask {tuple(mask.shape)} and ids {tuple(ids.shape)} differ in shape')
+        tokens = torch.where(mask, torch.full_like(ids, self.mask_id), ids)
+        tokens = torch.cat([ids.new_full((b, 1), self.class_id), tokens], dim=1)
+        x = self.token_emb(tokens)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.decoder_embed(self.norm(x))
+        full_mask = torch.cat([mask.new_zeros(b, 1), mask], dim=1)
+        x = torch.where(full_mask[..., None], x[:, :1].expand_as(x), x)
+        x = x + self.decoder_pos_embed_learned[:, :length + 1]
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        x = self.decoder_norm(x)
+        logits = self.mlm_layer(x, self.token_emb.word_embeddings.weight)
+        return logits[:, 1:, :self.codebook_size]
+
+    def predict_probs(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Ids B x L, mask B x L (bool) -> probabilities B x L x codebook_size
+        (masked positions' ids are hidden from the model)."""
+        return self.logits(ids, mask).float().softmax(dim=-1)
+
+    # ----------------------------------------------------------- training
+    def forward(self, inputs: torch.Tensor, data_samples: Optional[List] = None,
+                mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            ids = self._image_ids(inputs)
+            return self.logits(ids, self.mask_ratio.sample_mask(ids.shape[0], ids.shape[1],
+                                                                ids.device))
+        raise ValueError(f'Invalid mode {mode!r}')
+
+    @torch.no_grad()
+    def _image_ids(self, images: torch.Tensor) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise RuntimeError('Training a TokenPredictor on images needs a `tokenizer` config')
+        ids, _ = self.tokenizer.encode(images)
+        if ids[0].numel() != self.num_tokens:
+            raise ValueError(f'The tokenizer gives {ids[0].numel()} ids per image, the predictor '
+                             f'expects num_tokens={self.num_tokens}')
+        return ids.flatten(1)
+
+    def loss(self, inputs: torch.Tensor, data_samples=None) -> Dict[str, torch.Tensor]:
+        ids = self._image_ids(inputs)
+        mask = self.mask_ratio.sample_mask(*ids.shape, device=ids.device)
+        logits = self.logits(ids, mask)
+        loss = F.cross_entropy(logits[mask].float(), ids[mask],
+                               label_smoothing=self.label_smoothing)
+        return dict(loss=loss)
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor, data_samples=None) -> List[dict]:
+        """Masked-token predictions with a fixed, seeded mask per batch, for
+        :class:`MaskedTokenAccuracy`."""
+        ids = self._image_ids(inputs)
+        gen = torch.Generator(device='cpu').manual_seed(0)
+        mask = self.mask_ratio.sample_mask(*ids.shape, device=ids.device, generator=gen)
+        pred = self.logits(ids, mask).argmax(-1)
+        return [dict(pred=p[m].cpu(), target=t[m].cpu(), ids=t.cpu())
+                for p, t, m in zip(pred, ids, mask)]

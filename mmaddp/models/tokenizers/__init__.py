@@ -1,0 +1,3 @@
+from .vq_tokenizer import VQTokenizer
+
+__all__ = ['VQTokenizer']
