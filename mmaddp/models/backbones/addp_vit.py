@@ -27,7 +27,7 @@ class ADDPViT(BaseModule):
 
     Pixels (normalised by the data preprocessor) -> 16x16 patch embedding ->
     learned absolute position embedding (class token included) -> optional
-    LayerNorm (``pre_norm``) -> timm ``Block`` s (qkv bias, LayerNorm eps 1e-6,
+    LayerNorm (``pre_norm``) -> dropout -> timm ``Block`` s (qkv bias, LayerNorm eps 1e-6,
     attention by ``F.scaled_dot_product_attention``) -> final LayerNorm.
     Parameter names follow the released ADDP checkpoint, except that the
     release's ``tokenizer_norm`` is called ``pre_norm`` here.
@@ -242,8 +242,8 @@ class ADDPViT(BaseModule):
         if grid != self.patch_resolution:
             pos_embed = resize_pos_embed(pos_embed, self.patch_resolution, grid, mode='bicubic',
                                          num_extra_tokens=self.num_extra_tokens)
-        x = self.pos_drop(x + pos_embed)
-        return self.pre_norm(x), grid
+        # the pretraining encoder's order: embeddings, LayerNorm, dropout
+        return self.pos_drop(self.pre_norm(x + pos_embed)), grid
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Images B x 3 x H x W (H, W divisible by the patch size) -> a tuple

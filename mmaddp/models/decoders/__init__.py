@@ -1,0 +1,3 @@
+from .token_decoder import TokenDecoder
+
+__all__ = ['TokenDecoder']

@@ -1,0 +1,3 @@
+from .denoising_head import DenoisingHead
+
+__all__ = ['DenoisingHead']
