@@ -1,12 +1,12 @@
 # ADDP pretraining of a tiny ViT (width 128, 6 blocks, 8 px patches) on the
 # bundled 32 px corpus with the tiny tokenizer and token predictor trained by
-# configs/vq_tokenizer and configs/token_predictor. 2 CPU cores, minutes.
+# configs/vq_tokenizer and configs/token_predictor. 2 CPU cores, about 10 minutes.
 _base_ = ['../_base_/datasets/demo_pretrain.py', 'mmpretrain::_base_/default_runtime.py']
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
 
-tokenizer_checkpoint = 'work_dirs/vq-tokenizer_tiny_8xb64-2k_demo/iter_2000.pth'
-token_predictor_checkpoint = 'work_dirs/token-predictor_tiny_8xb64-2k_demo/iter_2000.pth'
+tokenizer_checkpoint = 'work_dirs/vq-tokenizer-tiny_1xb64-1200i_demo/iter_1200.pth'
+token_predictor_checkpoint = 'work_dirs/token-predictor-tiny_1xb64-1200i_demo/iter_1200.pth'
 num_codes, width = 128, 128
 model = dict(
     type='ADDP',
@@ -16,7 +16,7 @@ model = dict(
     neck=dict(type='TokenDecoder', in_channels=width, embed_dims=width, depth=2, num_heads=4,
               num_tokens=16, vocab_size=num_codes + 2, drop_rate=0.1),
     head=dict(type='DenoisingHead', label_smoothing=0.1),
-    tokenizer=dict(type='VQTokenizer', base_channels=32, channel_mults=(1, 2, 2, 4),
+    tokenizer=dict(type='VQTokenizer', base_channels=16, channel_mults=(1, 2, 2, 4),
                    num_res_blocks=1, code_dim=32, num_codes=num_codes, norm_groups=8,
                    checkpoint=tokenizer_checkpoint),
     token_predictor=dict(
@@ -31,7 +31,7 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
     clip_grad=dict(max_norm=3.0),
     paramwise_cfg=dict(flat_decay_mult=0.0))
-max_iters = 3000
+max_iters = 2000
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=150),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=150, end=max_iters),
@@ -39,7 +39,7 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=1000, by_epoch=False, max_keep_ckpts=1,
+    checkpoint=dict(type='CheckpointHook', interval=500, by_epoch=False, max_keep_ckpts=1,
                     save_last=True))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

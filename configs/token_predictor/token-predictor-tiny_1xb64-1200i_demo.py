@@ -1,12 +1,12 @@
 # A tiny MAGE-style token predictor trained from scratch on the ids of the
-# tiny tokenizer (configs/vq_tokenizer/vq-tokenizer_tiny_8xb64-2k_demo.py).
-# About 3 minutes on 2 CPU cores.
+# tiny tokenizer (configs/vq_tokenizer/vq-tokenizer-tiny_1xb64-1200i_demo.py).
+# About 5 minutes on 2 CPU cores.
 _base_ = ['../_base_/datasets/demo_pretrain.py', 'mmpretrain::_base_/default_runtime.py']
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
 
 # the trained tiny tokenizer (runner checkpoint or exported file)
-tokenizer_checkpoint = 'work_dirs/vq-tokenizer_tiny_8xb64-2k_demo/iter_2000.pth'
+tokenizer_checkpoint = 'work_dirs/vq-tokenizer-tiny_1xb64-1200i_demo/iter_1200.pth'
 num_codes = 128
 model = dict(
     type='TokenPredictor',
@@ -15,7 +15,7 @@ model = dict(
     codebook_size=num_codes, num_classes=1, class_id=num_codes, num_tokens=16,
     drop_rate=0.1, label_smoothing=0.1,
     mask_ratio=dict(mean=0.55, std=0.25, low=0.5, high=1.0),
-    tokenizer=dict(type='VQTokenizer', base_channels=32, channel_mults=(1, 2, 2, 4),
+    tokenizer=dict(type='VQTokenizer', base_channels=16, channel_mults=(1, 2, 2, 4),
                    num_res_blocks=1, code_dim=32, num_codes=num_codes, norm_groups=8,
                    checkpoint=tokenizer_checkpoint))
 
@@ -34,17 +34,17 @@ test_evaluator = val_evaluator
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
     paramwise_cfg=dict(flat_decay_mult=0.0))
-max_iters = 2000
+max_iters = 1200
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=100, end=max_iters),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=500)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=400)
 val_cfg = dict()
 test_cfg = dict()
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=500, by_epoch=False, max_keep_ckpts=1,
+    checkpoint=dict(type='CheckpointHook', interval=400, by_epoch=False, max_keep_ckpts=1,
                     save_last=True))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
