@@ -1,4 +1,6 @@
+import os
 import os.path as osp
+import subprocess
 import sys
 
 import numpy as np
@@ -8,6 +10,10 @@ from PIL import Image
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+TOKENIZER_CFG = osp.join(ROOT, 'configs', 'vq_tokenizer', 'vq-tokenizer-tiny_1xb64-1200i_demo.py')
+PREDICTOR_CFG = osp.join(ROOT, 'configs', 'token_predictor',
+                         'token-predictor-tiny_1xb64-1200i_demo.py')
+ITERS = 150  # short training runs of the tiny configs in the tests
 
 
 def _pattern(label: int, idx: int, size: int = 32) -> np.ndarray:
@@ -42,3 +48,42 @@ def demo_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('demo') / 'demo')
     build_demo_data(root, seed=0)
     return root
+
+
+def run(args):
+    """Run a python tool of the repository; fail with its output."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def short_run_options(data_root, max_iters=ITERS):
+    """--cfg-options for a short run of a tiny demo config."""
+    return [f'train_dataloader.dataset.data_root={data_root}',
+            f'val_dataloader.dataset.data_root={data_root}',
+            f'test_dataloader.dataset.data_root={data_root}',
+            'train_dataloader.batch_size=32', f'train_cfg.max_iters={max_iters}',
+            f'train_cfg.val_interval={max_iters}', f'default_hooks.checkpoint.interval={max_iters}',
+            f'param_scheduler.1.end={max_iters}']
+
+
+@pytest.fixture(scope='session')
+def trained_tokenizer(tmp_path_factory, demo_root):
+    """The tiny tokenizer trained briefly on the bundled corpus."""
+    work = tmp_path_factory.mktemp('tokenizer')
+    data_root = osp.join(demo_root, 'pretrain')
+    run(['tools/train.py', TOKENIZER_CFG, '--work-dir', str(work), '--cfg-options',
+         *short_run_options(data_root)])
+    return work / f'iter_{ITERS}.pth', data_root
+
+
+@pytest.fixture(scope='session')
+def trained_predictor(tmp_path_factory, trained_tokenizer):
+    """A tiny token predictor trained briefly on the tiny tokenizer's ids."""
+    tokenizer_ckpt, data_root = trained_tokenizer
+    work = tmp_path_factory.mktemp('predictor')
+    run(['tools/train.py', PREDICTOR_CFG, '--work-dir', str(work), '--cfg-options',
+         *short_run_options(data_root), f'model.tokenizer.checkpoint={tokenizer_ckpt}'])
+    return work / f'iter_{ITERS}.pth'

@@ -151,6 +151,13 @@ def test_denoising_loss_matches_spec():
     expect = reference_loss(model, images, mask_t, mask_next)
     torch.testing.assert_close(loss, expect, atol=1e-4, rtol=1e-4)
 
+    # the fully masked state (the last grid point) and the least masked one
+    for t, t_next in ((65, 65), (0, 1)):
+        m_t, m_next = model.mask_schedule.masks_for(3, L, t, t_next, generator=gen)
+        torch.testing.assert_close(model.denoising_loss(images, m_t, m_next),
+                                   reference_loss(model, images, m_t, m_next), atol=1e-4,
+                                   rtol=1e-4)
+
     loss.backward()
     assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert model.neck.mask_token.grad.abs().sum() > 0

@@ -89,7 +89,7 @@ class TokenDecoder(BaseModule):
         keep = (~mask).nonzero(as_tuple=True)
         n = int(num_reliable[0])
         extra = (self.token_emb(ids[keep]) +
-                 self.decoder_pos_token_embed[0, 1:][keep[1]]).view(b, n, -1)
+                 self.decoder_pos_token_embed[0, 1:][keep[1]]).view(b, n, x.shape[-1])
         x = torch.cat([x, extra.to(x.dtype)], dim=1)
         for blk in self.decoder_blocks:
             x = blk(x)

@@ -125,12 +125,15 @@ class VectorQuantizer(nn.Module):
     With ``ema_decay`` the codebook follows exponential moving averages of the
     vectors assigned to each code (no codebook loss needed), and with
     ``restart_dead_codes`` codes unused for a while are re-seeded from the
-    batch. Both keep their statistics in buffers that exist only when enabled,
-    so the default layout equals the released one.
+    batch: a code whose recent use falls below ``dead_code_threshold`` times
+    the uniform rate (averaged with ``usage_decay``) takes a random vector
+    of the current batch. Both keep their statistics in buffers that exist
+    only when enabled, so the default layout equals the released one.
     """
 
     def __init__(self, num_codes: int, code_dim: int, ema_decay: Optional[float] = None,
-                 restart_dead_codes: bool = False, dead_code_threshold: float = 1e-3):
+                 restart_dead_codes: bool = False, dead_code_threshold: float = 0.03,
+                 usage_decay: float = 0.9):
         super().__init__()
         self.num_codes, self.code_dim = num_codes, code_dim
         self.embedding = nn.Embedding(num_codes, code_dim)
@@ -138,6 +141,7 @@ class VectorQuantizer(nn.Module):
         self.ema_decay = ema_decay
         self.restart_dead_codes = restart_dead_codes
         self.dead_code_threshold = dead_code_threshold
+        self.usage_decay = usage_decay
         if ema_decay is not None:
             self.embedding.weight.requires_grad_(False)
             self.register_buffer('ema_cluster_size', torch.ones(num_codes))
@@ -175,7 +179,9 @@ class VectorQuantizer(nn.Module):
             size = (self.ema_cluster_size + 1e-5) / (n + self.num_codes * 1e-5) * n
             self.embedding.weight.data.copy_(self.ema_embed_sum / size[:, None])
         if self.restart_dead_codes:
-            self.usage.mul_(0.99).add_(counts / max(len(ids), 1), alpha=0.01 * self.num_codes)
+            # usage relative to uniform use (1.0), averaged over ~1 / (1 - decay) steps
+            d = self.usage_decay
+            self.usage.mul_(d).add_(counts * (self.num_codes / max(len(ids), 1)), alpha=1 - d)
             dead = (self.usage < self.dead_code_threshold).nonzero().flatten()
             if len(dead):
                 pick = torch.randint(0, len(flat), (len(dead), ), device=flat.device)
