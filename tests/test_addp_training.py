@@ -35,7 +35,7 @@ def test_tiny_addp_loss_falls_with_two_processes(tmp_path, trained_tokenizer, tr
         ['bash', 'tools/dist_train.sh', ADDP_CFG, '2', '--work-dir', str(tmp_path),
          '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
          'train_dataloader.batch_size=16', f'train_cfg.max_iters={ITERS}',
-         f'param_scheduler.0.end=20', 'param_scheduler.1.begin=20',
+         'param_scheduler.0.end=20', 'param_scheduler.1.begin=20',
          f'param_scheduler.1.end={ITERS}', f'default_hooks.checkpoint.interval={ITERS}',
          'default_hooks.logger.interval=10',
          f'model.tokenizer.checkpoint={tokenizer_ckpt}',

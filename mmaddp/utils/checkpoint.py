@@ -73,3 +73,27 @@ def load_checkpoint_file(path: str, map_location='cpu'):
     except Exception as err:  # the unpickler raises many types on garbage
         raise ValueError(f'Checkpoint {path} is not a readable torch file '
                          f'(corrupt or truncated?): {err}') from err
+
+
+def load_state_into(module, state: dict, source: str):
+    """Load ``state`` into ``module`` non-strictly after checking shapes.
+
+    Raises ``ValueError`` naming the first mismatching tensors (a checkpoint
+    of another size), logs missing and unexpected keys, and returns the
+    ``load_state_dict`` result.
+    """
+    from mmengine.logging import MMLogger
+    own = module.state_dict()
+    bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+           for k, v in state.items() if k in own and own[k].shape != v.shape]
+    name = type(module).__name__
+    if bad:
+        raise ValueError(f'{source} does not fit this {name}: {bad[:5]}')
+    result = module.load_state_dict(state, strict=False)
+    logger = MMLogger.get_current_instance()
+    logger.info(f'{name}: loaded {len(state)} tensors from {source}')
+    if result.missing_keys:
+        logger.warning(f'{name} missing keys (kept as initialised): {result.missing_keys}')
+    if result.unexpected_keys:
+        logger.warning(f'{name} unexpected keys (ignored): {result.unexpected_keys}')
+    return result

@@ -2,13 +2,12 @@
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn as nn
-from mmengine.logging import MMLogger
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 
 from mmaddp.registry import MODELS
-from mmaddp.utils import load_checkpoint_file
+from mmaddp.utils import load_checkpoint_file, load_state_into
 from ..utils.checkpoint_convert import RELEASE_RENAMES
+from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
 from ..utils.mask_ratio import MaskRatioSchedule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,11 +55,10 @@ class ADDP(BaseSelfSupervisor):
                  checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
-        if data_preprocessor is None:  # images in [0, 1]: the tokenizer's input
-            data_preprocessor = dict(type='SelfSupDataPreprocessor', mean=[0., 0., 0.],
-                                     std=[255., 255., 255.], to_rgb=True)
+        # images in [0, 1] (the tokenizer's input); the encoder normalises itself
         super().__init__(backbone=backbone, neck=neck, head=head,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+                         data_preprocessor=data_preprocessor or dict(UNIT_RANGE_PREPROCESSOR),
+                         init_cfg=init_cfg)
         # Held outside the module tree: not in the optimizer, the gradient
         # norm, DDP's parameter set or the checkpoints (they have their own).
         self._frozen_parts = dict(tokenizer=MODELS.build(dict(tokenizer, frozen=True)),
@@ -135,27 +133,8 @@ class ADDP(BaseSelfSupervisor):
             sub = {k[len(name) + 1:]: mapped.pop(k) for k in list(mapped)
                    if k.startswith(name + '.')}
             if sub:
-                self._check_shapes(part, sub, path)
-                part.load_state_dict(sub, strict=False)
-        self._check_shapes(self, mapped, path)
-        result = self.load_state_dict(mapped, strict=False)
-        logger = MMLogger.get_current_instance()
-        missing = [k for k in result.missing_keys
-                   if k.startswith(('backbone.', 'neck.', 'head.'))]
-        if missing:
-            logger.warning(f'ADDP missing encoder/decoder keys: {missing}')
-        if result.unexpected_keys:
-            logger.warning(f'ADDP unexpected keys: {result.unexpected_keys}')
-        return result
-
-    @staticmethod
-    def _check_shapes(module: nn.Module, state: dict, path: str):
-        own = module.state_dict()
-        bad = [f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
-               if k in own and own[k].shape != v.shape]
-        if bad:
-            raise ValueError(f'Checkpoint {path} does not fit this ADDP model '
-                             f'({type(module).__name__}): {bad[:5]}')
+                load_state_into(part, sub, f'Checkpoint {path} ({name}.*)')
+        return load_state_into(self, mapped, f'Checkpoint {path}')
 
     # -------------------------------------------------------------- process
     @torch.no_grad()

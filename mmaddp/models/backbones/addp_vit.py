@@ -1,11 +1,9 @@
 """The ADDP encoder: a plain ViT that reads pixels (``ADDPViT``)."""
-import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.utils import resize_pos_embed
@@ -13,6 +11,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
 from mmaddp.registry import register_backbone
+from mmaddp.utils import load_state_into
 from ..utils.checkpoint_convert import load_addp_encoder_state_dict
 
 
@@ -191,24 +190,11 @@ class ADDPViT(BaseModule):
                 nn.init.zeros_(m.bias)
 
     def _load_pretrained(self, checkpoint: str):
-        logger = MMLogger.get_current_instance()
         state_dict = load_addp_encoder_state_dict(
             checkpoint, pos_embed_shape=self.patch_resolution,
-            num_extra_tokens=self.num_extra_tokens, keep_pre_norm=not isinstance(self.pre_norm, nn.Identity))
-        own = self.state_dict()
-        mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
-        if mismatched:
-            details = ', '.join(f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
-                                f'{tuple(own[k].shape)}' for k in mismatched)
-            raise ValueError(f'Checkpoint {checkpoint} does not fit this ADDPViT ({details}); '
-                             'check arch and patch_size')
-        result = self.load_state_dict(state_dict, strict=False)
-        logger.info(f'ADDPViT loaded {len(state_dict)} tensors from {checkpoint}')
-        if result.missing_keys:
-            logger.warning(f'ADDPViT missing keys (kept at their initial values): {result.missing_keys}')
-        if result.unexpected_keys:
-            logger.warning(f'ADDPViT unexpected keys (ignored): {result.unexpected_keys}')
-        return result
+            num_extra_tokens=self.num_extra_tokens,
+            keep_pre_norm=not isinstance(self.pre_norm, nn.Identity))
+        return load_state_into(self, state_dict, f'Checkpoint {checkpoint}')
 
     # --------------------------------------------------------------- freezing
     def _freeze_stages(self):

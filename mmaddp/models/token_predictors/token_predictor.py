@@ -4,13 +4,13 @@ from typing import Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.model.weight_init import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from mmaddp.registry import MODELS
-from mmaddp.utils import load_checkpoint_file
+from mmaddp.utils import load_checkpoint_file, load_state_into
+from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
 from ..utils.mask_ratio import TruncatedNormalMaskRatio
 
 
@@ -105,10 +105,8 @@ class TokenPredictor(BaseModel):
                  checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
-        if data_preprocessor is None:
-            data_preprocessor = dict(type='mmpretrain.SelfSupDataPreprocessor', mean=[0., 0., 0.],
-                                     std=[255., 255., 255.], to_rgb=True)
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        super().__init__(data_preprocessor=data_preprocessor or dict(UNIT_RANGE_PREPROCESSOR),
+                         init_cfg=init_cfg)
         if isinstance(arch, str):
             if arch not in self.archs:
                 raise KeyError(f'Unknown TokenPredictor arch {arch!r}; choose {sorted(self.archs)}'
@@ -195,19 +193,7 @@ class TokenPredictor(BaseModel):
                 raise ValueError(f'Checkpoint {path} is not a MAGE token predictor checkpoint: no '
                                  f"'{marker}' (found e.g. {sorted(state)[:3]})")
         state = {k: v for k, v in state.items() if not self._unused_release_key(k)}
-        own = self.state_dict()
-        bad = [f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
-               if k in own and own[k].shape != v.shape]
-        if bad:
-            raise ValueError(f'Checkpoint {path} does not fit this TokenPredictor: {bad[:5]}')
-        result = self.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith('tokenizer.')]
-        logger = MMLogger.get_current_instance()
-        if missing:
-            logger.warning(f'TokenPredictor missing keys: {missing}')
-        if result.unexpected_keys:
-            logger.warning(f'TokenPredictor unexpected keys: {result.unexpected_keys}')
-        return result
+        return load_state_into(self, state, f'Checkpoint {path}')
 
     def train(self, mode: bool = True):
         super().train(mode and not self.frozen)

@@ -4,11 +4,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 
 from mmaddp.registry import MODELS
-from mmaddp.utils import load_checkpoint_file
+from mmaddp.utils import load_checkpoint_file, load_state_into
+from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
 
 
 def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -232,10 +232,8 @@ class VQTokenizer(BaseModel):
                  checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
-        if data_preprocessor is None:
-            data_preprocessor = dict(type='mmpretrain.SelfSupDataPreprocessor', mean=[0., 0., 0.],
-                                     std=[255., 255., 255.], to_rgb=True)
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        super().__init__(data_preprocessor=data_preprocessor or dict(UNIT_RANGE_PREPROCESSOR),
+                         init_cfg=init_cfg)
         args = (base_channels, channel_mults, num_res_blocks, code_dim, norm_groups)
         self.encoder = VQEncoder(*args)
         self.decoder = VQDecoder(*args)
@@ -265,18 +263,7 @@ class VQTokenizer(BaseModel):
                 raise ValueError(f'Checkpoint {path} is not a VQ tokenizer checkpoint: no '
                                  "'encoder.conv_in.weight' (found e.g. "
                                  f'{sorted(state)[:3]})')
-        own = self.state_dict()
-        bad = [f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
-               if k in own and own[k].shape != v.shape]
-        if bad:
-            raise ValueError(f'Checkpoint {path} does not fit this VQTokenizer: {bad[:5]}')
-        result = self.load_state_dict(state, strict=False)
-        logger = MMLogger.get_current_instance()
-        if result.missing_keys:
-            logger.warning(f'VQTokenizer missing keys: {result.missing_keys}')
-        if result.unexpected_keys:
-            logger.warning(f'VQTokenizer unexpected keys: {result.unexpected_keys}')
-        return result
+        return load_state_into(self, state, f'Checkpoint {path}')
 
     def train(self, mode: bool = True):
         return super().train(mode and not self.frozen)
