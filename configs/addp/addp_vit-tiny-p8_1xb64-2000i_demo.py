@@ -1,9 +1,7 @@
 # ADDP pretraining of a tiny ViT (width 128, 6 blocks, 8 px patches) on the
 # bundled 32 px corpus with the tiny tokenizer and token predictor trained by
 # configs/vq_tokenizer and configs/token_predictor. 2 CPU cores, about 10 minutes.
-_base_ = ['../_base_/datasets/demo_pretrain.py', 'mmpretrain::_base_/default_runtime.py']
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
+_base_ = ['../_base_/datasets/demo_pretrain.py', '../_base_/demo_runtime.py']
 
 tokenizer_checkpoint = 'work_dirs/vq-tokenizer-tiny_1xb64-1200i_demo/iter_1200.pth'
 token_predictor_checkpoint = 'work_dirs/token-predictor-tiny_1xb64-1200i_demo/iter_1200.pth'
@@ -37,9 +35,5 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=150, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=500, by_epoch=False, max_keep_ckpts=1,
-                    save_last=True))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
+val_dataloader = test_dataloader = None  # no metric during pretraining
+default_hooks = dict(checkpoint=dict(interval=500))

@@ -1,9 +1,7 @@
 # A tiny MAGE-style token predictor trained from scratch on the ids of the
 # tiny tokenizer (configs/vq_tokenizer/vq-tokenizer-tiny_1xb64-1200i_demo.py).
 # About 5 minutes on 2 CPU cores.
-_base_ = ['../_base_/datasets/demo_pretrain.py', 'mmpretrain::_base_/default_runtime.py']
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
+_base_ = ['../_base_/datasets/demo_pretrain.py', '../_base_/demo_runtime.py']
 
 # the trained tiny tokenizer (runner checkpoint or exported file)
 tokenizer_checkpoint = 'work_dirs/vq-tokenizer-tiny_1xb64-1200i_demo/iter_1200.pth'
@@ -20,15 +18,7 @@ model = dict(
                    checkpoint=tokenizer_checkpoint))
 
 train_dataloader = dict(batch_size=64, num_workers=2)
-val_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-val_dataloader = dict(
-    batch_size=100, num_workers=2, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='default_collate'),
-    dataset=dict(type={{_base_.dataset_type}}, data_root={{_base_.data_root}}, data_prefix='val',
-                 with_label=False, pipeline=val_pipeline))
 val_evaluator = dict(type='MaskedTokenAccuracy')
-test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
@@ -42,9 +32,3 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=400)
 val_cfg = dict()
 test_cfg = dict()
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=400, by_epoch=False, max_keep_ckpts=1,
-                    save_last=True))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)

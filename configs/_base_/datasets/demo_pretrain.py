@@ -21,3 +21,14 @@ train_dataloader = dict(
     collate_fn=dict(type='default_collate'),
     dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', with_label=False,
                  pipeline=train_pipeline))
+# unlabelled val split, for the tokenizer / token-predictor metrics
+val_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+val_dataloader = dict(
+    batch_size=100,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', with_label=False,
+                 pipeline=val_pipeline))
+test_dataloader = val_dataloader
