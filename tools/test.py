@@ -4,11 +4,11 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401
-from mmaddp.utils import merge_cfg_options_strict, prepare_launch
+from mmaddp.utils import load_tool_config, prepare_launch
 
 
 def parse_args():
@@ -30,17 +30,9 @@ def parse_args():
 
 def main():
     args = parse_args()
-    for path, what in ((args.config, 'Config'), (args.checkpoint, 'Checkpoint')):
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'{what} file not found: {path}')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        merge_cfg_options_strict(cfg, args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'Checkpoint file not found: {args.checkpoint}')
+    cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
     if args.out is not None:
         dump = dict(type='DumpResults', out_file_path=args.out)  # mmengine's metric

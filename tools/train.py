@@ -8,11 +8,11 @@ import os
 import os.path as osp
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401  (registers models, allow-lists checkpoint classes)
-from mmaddp.utils import merge_cfg_options_strict, prepare_launch
+from mmaddp.utils import load_tool_config, prepare_launch
 
 
 def parse_args():
@@ -42,17 +42,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'Config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        merge_cfg_options_strict(cfg, args.cfg_options)
-    cfg.launcher = args.launcher
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
 
     if args.amp:
         if not torch.cuda.is_available():

@@ -28,3 +28,21 @@ def merge_cfg_options_strict(cfg: Config, options: dict) -> None:
         raise KeyError(f'--cfg-options keys not found in the config: {unknown}. '
                        'Check the spelling, or add the key to the config file first.')
     cfg.merge_from_dict(options)
+
+
+def load_tool_config(args) -> Config:
+    """The config of ``tools/train.py`` / ``tools/test.py``: read
+    ``args.config``, apply ``--cfg-options`` strictly, set the launcher and
+    the work dir (``--work-dir``, else ``./work_dirs/CONFIG_NAME``)."""
+    import os.path as osp
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'Config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        merge_cfg_options_strict(cfg, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
