@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.registry import init_default_scope
 
 from mmaddp.models.utils import MaskRatioSchedule
 from mmaddp.registry import MODELS
@@ -28,6 +29,7 @@ def tiny_addp(**overrides):
                                        decoder_depth=1, decoder_num_heads=2),
                              codebook_size=CODES, num_classes=1, class_id=CODES, num_tokens=L))
     cfg.update(overrides)
+    init_default_scope('mmpretrain')  # ADDP lives in the mmpretrain scope
     torch.manual_seed(0)
     model = MODELS.build(cfg)
     model.init_weights()

@@ -17,8 +17,11 @@ def evaluate(tmp_path, config, checkpoint, data_root, extra=()):
 def test_tokenizer_learns(tmp_path, trained_tokenizer):
     ckpt, data_root = trained_tokenizer
     from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
     from mmaddp.registry import MODELS
     cfg = Config.fromfile(TOKENIZER_CFG)
+    init_default_scope(cfg.default_scope)  # other tests may have switched it
     torch.manual_seed(0)
     untrained = MODELS.build(cfg.model)
     untrained_path = tmp_path / 'untrained.pth'
