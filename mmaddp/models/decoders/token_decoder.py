@@ -1,4 +1,8 @@
-"""ADDP's token decoder: encoder features + reliable tokens -> logits."""
+"""ADDP's token decoder: encoder features + reliable tokens -> logits.
+
+ADDP-specific (mask-position embeddings, appended reliable tokens), so
+written here on top of timm blocks and the MLM layer of the predictor.
+"""
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule

@@ -1,4 +1,6 @@
-"""The ADDP loss: soft-target cross-entropy on the unreliable positions."""
+"""The ADDP loss: soft-target cross-entropy on the unreliable positions
+(``F.cross_entropy`` with probability targets; the head only selects the
+positions and pads the targets to the vocabulary)."""
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule

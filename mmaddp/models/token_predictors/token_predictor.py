@@ -1,4 +1,9 @@
-"""The token predictor (MAGE): masked VQ ids -> a distribution over codes."""
+"""The token predictor (MAGE): masked VQ ids -> a distribution over codes.
+
+The transformer blocks are timm's; the token embedding, the class/mask id
+handling and the MLM layer tied to the word embeddings are MAGE-specific and
+exist in no installed package, so they are written here.
+"""
 from typing import Dict, List, Optional, Union
 
 import torch

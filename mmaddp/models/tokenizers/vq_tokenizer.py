@@ -1,4 +1,9 @@
-"""The VQ tokenizer (a VQGAN without attention): images <-> code ids."""
+"""The VQ tokenizer (a VQGAN without attention): images <-> code ids.
+
+Written here because neither timm nor the OpenMMLab packages in use ship a
+VQGAN encoder/decoder or a vector quantizer (mmagic is not a dependency),
+and the released checkpoint layout has to be matched key for key.
+"""
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch

@@ -1,4 +1,8 @@
-"""Mask ratios drawn from a truncated normal (MAGE's masking)."""
+"""Mask ratios: MAGE's truncated normal and ADDP's discrete schedule.
+
+Neither exists in mmpretrain (its MAE/BEiT maskers use fixed ratios), so
+both are written here; sampling uses ``torch.nn.init.trunc_normal_``.
+"""
 import math
 from typing import Optional
 
