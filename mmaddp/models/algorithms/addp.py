@@ -1,4 +1,5 @@
 """ADDP pretraining: the alternating denoising process as an MMEngine model."""
+import math
 from typing import Dict, List, Optional
 
 import torch
@@ -192,3 +193,109 @@ class ADDP(BaseSelfSupervisor):
     def extract_feat(self, inputs: torch.Tensor):
         """Encoder features of clean images in [0, 1]."""
         return self.backbone(self.normalize(inputs))
+
+    # ------------------------------------------------------------ generation
+    @torch.no_grad()
+    def start_pixels(self) -> torch.Tensor:
+        """The decode of the fully masked state (1 x 3 x H x W in [0, 1]):
+        the token predictor's prediction with every position hidden, as soft
+        code vectors. The same for every sample, so computed once and cached;
+        no dataset image is involved."""
+        cache = getattr(self, '_start_pixels_cache', None)
+        if cache is None:
+            length = self.neck.num_tokens
+            side = int(round(length**0.5))
+            ids = torch.zeros(1, length, dtype=torch.long, device=self.pixel_mean.device)
+            probs = self.token_predictor.predict_probs(ids, torch.ones_like(ids, dtype=torch.bool))
+            soft = self.tokenizer.soft_embed(probs.view(1, side, side, -1))
+            cache = self.tokenizer.decode(soft).float().clamp(0, 1)
+            self._start_pixels_cache = cache
+        return cache
+
+    @staticmethod
+    def _masked_fraction(schedule: str, s: float) -> float:
+        if schedule == 'cosine':
+            return math.cos(math.pi / 2 * s)
+        if schedule == 'linear':
+            return 1.0 - s
+        raise ValueError(f"schedule must be 'cosine' or 'linear', got {schedule!r}")
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, steps: int = 20, schedule: str = 'cosine',
+                 temperature: float = 6.0, temperature_decay: bool = True,
+                 top_p: Optional[float] = None, seed: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None, return_trace: bool = False):
+        """Unconditional generation by alternating decode and predict.
+
+        Starts from :meth:`start_pixels`; each step runs encoder + decoder,
+        samples ids for the still-masked positions, keeps masked the
+        ``ceil(L * schedule((step + 1) / steps))`` positions (at least one,
+        fewer than before) with the lowest ``log p + t * Gumbel`` (t =
+        ``temperature * (1 - (step + 1) / steps)`` with decay), reveals the
+        rest for good, and decodes revealed ids as code vectors and masked
+        positions as soft vectors. The last step reveals every position.
+
+        Returns:
+            Tensor: images B x 3 x H x W in [0, 1] (and, with
+            ``return_trace``, a list of per-step dicts with ``ids`` and
+            ``mask``, both B x L, after the step).
+        """
+        if steps < 1:
+            raise ValueError(f'steps must be >= 1, got {steps}')
+        self._masked_fraction(schedule, 0.0)  # validates the name
+        device = self.pixel_mean.device
+        if generator is None:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(int(torch.randint(2**31, (1, ))) if seed is None else seed)
+        length, codes = self.neck.num_tokens, self.num_codes
+        side = int(round(length**0.5))
+        ids = torch.zeros(num_samples, length, dtype=torch.long, device=device)
+        masked = torch.ones(num_samples, length, dtype=torch.bool, device=device)
+        pixels = self.start_pixels().expand(num_samples, -1, -1, -1)
+        trace = []
+        was_training = self.training
+        self.eval()
+        for step in range(steps):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda'):
+                logits = self.decode_logits(pixels, ids, masked)[..., :codes].float()
+            probs = logits.softmax(-1)
+            sample_probs = probs if top_p is None else _top_p(probs, top_p)
+            sampled = torch.multinomial(sample_probs.view(-1, codes), 1,
+                                        generator=generator).view(num_samples, length)
+            sampled = torch.where(masked, sampled, ids)
+            frac = (step + 1) / steps
+            if step == steps - 1:
+                keep = 0
+            else:
+                current = int(masked[0].sum())
+                keep = math.ceil(length * self._masked_fraction(schedule, frac))
+                keep = max(1, min(keep, current - 1))
+            t = temperature * (1 - frac) if temperature_decay else temperature
+            uniform = torch.rand(num_samples, length, generator=generator, device=device)
+            gumbel = -torch.log((-torch.log(uniform.clamp(1e-20, 1.0))).clamp_min(1e-20))
+            confidence = torch.log(probs.gather(-1, sampled[..., None])[..., 0].clamp_min(1e-30))
+            confidence = torch.where(masked, confidence + t * gumbel,
+                                     torch.full_like(confidence, float('inf')))
+            new_masked = torch.zeros_like(masked)
+            if keep > 0:
+                lowest = confidence.topk(keep, dim=1, largest=False).indices
+                new_masked.scatter_(1, lowest, True)
+            ids = torch.where(new_masked, torch.zeros_like(sampled), sampled)
+            masked = new_masked
+            vectors = self.tokenizer.embed(ids.view(num_samples, side, side))
+            soft = self.tokenizer.soft_embed(probs.view(num_samples, side, side, codes))
+            mix = torch.where(masked.view(num_samples, 1, side, side), soft.to(vectors.dtype),
+                              vectors)
+            pixels = self.tokenizer.decode(mix).float().clamp(0, 1)
+            if return_trace:
+                trace.append(dict(ids=ids.clone(), mask=masked.clone()))
+        self.train(was_training)
+        return (pixels, trace) if return_trace else pixels
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of codes whose probability reaches ``top_p``."""
+    sorted_probs, order = probs.sort(-1, descending=True)
+    keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+    filtered = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
+    return filtered / filtered.sum(-1, keepdim=True)

@@ -1,0 +1,61 @@
+"""ADDP.generate: the schedule of revealed positions, fixed reveals, seeds,
+and no dataset anywhere."""
+import math
+
+import pytest
+import torch
+
+from test_addp import L, tiny_addp
+
+
+@pytest.fixture(scope='module')
+def model():
+    return tiny_addp().eval()
+
+
+@pytest.mark.parametrize('schedule,steps', [('cosine', 6), ('linear', 4)])
+def test_masked_counts_follow_schedule(model, schedule, steps):
+    images, trace = model.generate(3, steps=steps, schedule=schedule, seed=0,
+                                   return_trace=True)
+    assert images.shape == (3, 3, 32, 32)
+    assert images.min() >= 0 and images.max() <= 1
+    previous = L
+    for step, state in enumerate(trace):
+        s = (step + 1) / steps
+        frac = math.cos(math.pi / 2 * s) if schedule == 'cosine' else 1 - s
+        expect = 0 if step == steps - 1 else max(1, min(math.ceil(L * frac), previous - 1))
+        assert (state['mask'].sum(1) == expect).all(), step
+        previous = expect
+
+
+def test_revealed_positions_never_change(model):
+    images, trace = model.generate(2, steps=8, seed=1, return_trace=True)
+    final = trace[-1]
+    assert not final['mask'].any()  # the last step reveals everything
+    expect = model.tokenizer.decode_ids(final['ids'].view(2, 4, 4)).clamp(0, 1)
+    torch.testing.assert_close(images, expect)
+    for before, after in zip(trace, trace[1:]):
+        revealed = ~before['mask']
+        assert not (after['mask'] & revealed).any()
+        assert torch.equal(after['ids'][revealed], before['ids'][revealed])
+
+
+def test_seeds(model):
+    a = model.generate(2, steps=4, seed=3)
+    b = model.generate(2, steps=4, seed=3)
+    c = model.generate(2, steps=4, seed=4)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_start_image_needs_no_data(model):
+    """The start is the decode of the fully masked prediction: computed from
+    the model alone, identical for all samples, cached."""
+    start = model.start_pixels()
+    assert start.shape == (1, 3, 32, 32) and model.start_pixels() is start
+    ids = torch.randint(0, 64, (1, L))
+    probs = model.token_predictor.predict_probs(ids, torch.ones(1, L, dtype=torch.bool))
+    expect = model.tokenizer.decode(model.tokenizer.soft_embed(probs.view(1, 4, 4, -1)))
+    torch.testing.assert_close(start, expect.clamp(0, 1))
+    with pytest.raises(ValueError, match='schedule'):
+        model.generate(1, schedule='square')
