@@ -89,6 +89,7 @@ class ADDP(BaseSelfSupervisor):
         super()._apply(fn, *args, **kwargs)
         for part in self._frozen_parts.values():
             part._apply(fn, *args, **kwargs)
+        self._start_pixels_cache = None  # recomputed on the new device / dtype
         return self
 
     # ----------------------------------------------------------------- init
@@ -106,6 +107,7 @@ class ADDP(BaseSelfSupervisor):
         decoder keys at top level, optional ``vqgan.*`` / ``token_predictor.*``
         copies of the frozen parts) or an mmaddp ADDP checkpoint."""
         ckpt = load_checkpoint_file(path)
+        self._start_pixels_cache = None  # the frozen parts may change below
         state = ckpt.get('model', ckpt.get('state_dict', ckpt))
         if any(k.startswith('backbone.') for k in state):
             mapped = dict(state)
