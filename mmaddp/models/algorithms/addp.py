@@ -7,25 +7,13 @@ from mmpretrain.models.selfsup import BaseSelfSupervisor
 
 from mmaddp.registry import MODELS
 from mmaddp.utils import load_checkpoint_file, load_state_into
-from ..utils.checkpoint_convert import RELEASE_RENAMES
+from ..utils.checkpoint_convert import (RELEASE_DECODER_PREFIXES, RELEASE_ENCODER_PREFIXES,
+                                         is_unused_release_key, rename_release_key)
 from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
 from ..utils.mask_ratio import MaskRatioSchedule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# released addp-vit-*-16.pth: which top-level keys belong to which part
-_RELEASE_ENCODER = ('patch_embed.', 'cls_token', 'pos_embed', 'tokenizer_norm.', 'blocks.',
-                    'norm.')
-_RELEASE_DECODER = ('decoder_embed.', 'mask_token', 'decoder_pos_embed_learned',
-                    'decoder_pos_mask_embed', 'decoder_pos_token_embed', 'decoder_blocks.',
-                    'decoder_norm.', 'token_emb.', 'mlm_layer.')
-_RELEASE_UNUSED = ('decoder_pos_embed', 'pos_token_embed', 'pos_mask_embed')  # exact names
-
-
-def _unused_release_key(key: str) -> bool:
-    return key in _RELEASE_UNUSED or key.startswith('decoder_pred.')
-
 
 @MODELS.register_module()
 class ADDP(BaseSelfSupervisor):
@@ -114,20 +102,16 @@ class ADDP(BaseSelfSupervisor):
         elif 'patch_embed.proj.weight' in state and 'decoder_embed.weight' in state:
             mapped = {}
             for k, v in state.items():
-                if _unused_release_key(k):
+                if is_unused_release_key(k):
                     continue
-                if k.startswith(_RELEASE_ENCODER):
-                    for old, new in RELEASE_RENAMES.items():
-                        k = new + k[len(old):] if k.startswith(old) else k
-                    mapped['backbone.' + k] = v
-                elif k.startswith(_RELEASE_DECODER):
+                if k.startswith(RELEASE_ENCODER_PREFIXES):
+                    mapped['backbone.' + rename_release_key(k)] = v
+                elif k.startswith(RELEASE_DECODER_PREFIXES):
                     mapped['neck.' + k] = v
                 elif k.startswith('vqgan.'):
                     mapped['tokenizer.' + k[len('vqgan.'):]] = v
-                elif k.startswith('token_predictor.'):
-                    mapped[k] = v
                 else:
-                    mapped[k] = v  # reported as unexpected below
+                    mapped[k] = v  # token_predictor.* copies; anything else is unexpected
         else:
             raise ValueError(f'Checkpoint {path} is not an ADDP checkpoint: it needs encoder '
                              "and decoder keys ('patch_embed.*', 'decoder_embed.*') or an "
@@ -284,10 +268,11 @@ class ADDP(BaseSelfSupervisor):
                 new_masked.scatter_(1, lowest, True)
             ids = torch.where(new_masked, torch.zeros_like(sampled), sampled)
             masked = new_masked
-            vectors = self.tokenizer.embed(ids.view(num_samples, side, side))
-            soft = self.tokenizer.soft_embed(probs.view(num_samples, side, side, codes))
-            mix = torch.where(masked.view(num_samples, 1, side, side), soft.to(vectors.dtype),
-                              vectors)
+            mix = self.tokenizer.embed(ids.view(num_samples, side, side))
+            if keep > 0:  # still-masked positions enter the decode as soft vectors
+                soft = self.tokenizer.soft_embed(probs.view(num_samples, side, side, codes))
+                mix = torch.where(masked.view(num_samples, 1, side, side), soft.to(mix.dtype),
+                                  mix)
             pixels = self.tokenizer.decode(mix).float().clamp(0, 1)
             if return_trace:
                 trace.append(dict(ids=ids.clone(), mask=masked.clone()))

@@ -7,15 +7,34 @@ from mmpretrain.models.utils import resize_pos_embed
 
 from mmaddp.utils.checkpoint import load_checkpoint_file
 
-# Keys of the released ADDP file that belong to the decoder or to the frozen
-# parts (tokenizer, token predictor), none of which the encoder uses.
+# Keys of the released ADDP file (and of mmaddp's models) that belong to the
+# decoder or to the frozen parts (tokenizer, token predictor): not the encoder.
 NON_ENCODER_PREFIXES = (
     'decoder_', 'mask_token', 'token_emb', 'mlm_layer', 'vqgan.', 'token_predictor.',
     'pos_token_embed', 'pos_mask_embed', 'tokenizer.', 'decoder.', 'head.', 'neck.',
     'data_preprocessor.')
-ENCODER_PREFIXES = ('patch_embed.', 'cls_token', 'pos_embed', 'pre_norm.', 'blocks.', 'norm.',
-                    'pooled_norm.')
+# The released addp-vit-*-16.pth: which top-level keys belong to which part.
+RELEASE_ENCODER_PREFIXES = ('patch_embed.', 'cls_token', 'pos_embed', 'tokenizer_norm.',
+                            'blocks.', 'norm.')
+RELEASE_DECODER_PREFIXES = ('decoder_embed.', 'mask_token', 'decoder_pos_embed_learned',
+                            'decoder_pos_mask_embed', 'decoder_pos_token_embed',
+                            'decoder_blocks.', 'decoder_norm.', 'token_emb.', 'mlm_layer.')
+RELEASE_UNUSED_KEYS = ('decoder_pos_embed', 'pos_token_embed', 'pos_mask_embed')  # exact names
 RELEASE_RENAMES = {'tokenizer_norm.': 'pre_norm.'}
+
+
+def rename_release_key(key: str) -> str:
+    """A released encoder key -> the ``ADDPViT`` name (``tokenizer_norm`` ->
+    ``pre_norm``)."""
+    for old, new in RELEASE_RENAMES.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
+def is_unused_release_key(key: str) -> bool:
+    """Released tensors that no part uses (sin-cos tables, the pixel head)."""
+    return key in RELEASE_UNUSED_KEYS or key.startswith('decoder_pred.')
 
 
 def _describe_foreign(keys) -> Optional[str]:
@@ -66,9 +85,7 @@ def convert_to_encoder_state_dict(checkpoint: dict, source: str = 'checkpoint',
     for key, value in state.items():
         if key.startswith(NON_ENCODER_PREFIXES):
             continue
-        for old, new in RELEASE_RENAMES.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
+        key = rename_release_key(key)
         if key.startswith('pre_norm.') and not keep_pre_norm:
             continue
         out[key] = value
