@@ -1,10 +1,13 @@
 """Evaluate a checkpoint with a config of mmpretrain, mmdet or mmseg flavour;
-prints the config's metrics (top-1, COCO AP, mIoU, ...)."""
+prints the config's metrics (top-1, COCO AP, mIoU, ...) and writes them to
+``WORK_DIR/test_metrics.json``."""
 import argparse
+import json
 import os
 import os.path as osp
 
 from mmengine.config import DictAction
+from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401
@@ -45,7 +48,15 @@ def main():
     prepare_launch(cfg)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
-    print({k: round(float(v), 4) if isinstance(v, (int, float)) else v for k, v in metrics.items()})
+    metrics = {k: round(float(v), 4) if isinstance(v, (int, float)) else v
+               for k, v in metrics.items()}
+    if is_main_process():
+        out = osp.join(runner.work_dir, 'test_metrics.json')
+        with open(out + '.tmp', 'w') as f:
+            json.dump(dict(config=args.config, checkpoint=args.checkpoint, metrics=metrics), f,
+                      indent=2, default=str)
+        os.replace(out + '.tmp', out)  # never a half-written file
+    print(metrics)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,52 @@
+# Fine-tuning the tiny ADDP ViT (width 128, 6 blocks, 8 px patches) on the
+# bundled 10-class digits (32 px images read at 64 px): the ImageNet recipe in
+# miniature (layer decay, drop path, label smoothing, RandAugment-free: digits
+# do not survive flips). 2 CPU cores, a few minutes. Bar: top-1 >= 90 %.
+_base_ = ['../_base_/datasets/demo_imagenet.py', '../_base_/demo_runtime.py']
+
+# the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py);
+# set model.backbone.init_cfg=None to start from random weights
+pretrained = 'work_dirs/addp_vit-tiny-p8_1xb64-2000i_demo/iter_2000.pth'
+width, img_size = 128, 64
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='ADDPViT', arch=dict(embed_dims=width, num_layers=6, num_heads=4),
+                  img_size=img_size, patch_size=8, out_type='avg_featmap', pre_norm=True,
+                  final_norm=False, drop_path_rate=0.1,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=None,
+    head=dict(type='LinearClsHead', num_classes=10, in_channels=width,
+              loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+              init_cfg=[dict(type='TruncNormal', layer='Linear', std=2e-5)]))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.7, 1.0),
+         aspect_ratio_range=(0.85, 1.18), backend='pillow', interpolation='bicubic'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(img_size, img_size), backend='pillow', interpolation='bicubic'),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(sampler=dict(type='InfiniteSampler', shuffle=True),
+                        dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    constructor='LearningRateDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=0.75, flat_decay_mult=0.0,
+                       custom_keys={'.cls_token': dict(decay_mult=0.0),
+                                    '.pos_embed': dict(decay_mult=0.0)}))
+max_iters = 1500
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=100, end=max_iters),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict()
+test_cfg = dict()
+default_hooks = dict(checkpoint=dict(interval=max_iters))

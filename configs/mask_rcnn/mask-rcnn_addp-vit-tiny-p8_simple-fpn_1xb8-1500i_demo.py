@@ -1,0 +1,72 @@
+# Mask R-CNN with the ViTDet recipe in miniature on the tiny ADDP ViT (width
+# 128, 6 blocks, 8 px patches) for the bundled digit scenes (128 px, 10
+# classes): window attention with relative positions in most blocks and two
+# global blocks, a simple feature pyramid from the stride-8 map (strides
+# 4/8/16 + a pooled 32), LayerNorm in the conv heads, AdamW with layer decay,
+# drop path. 2 CPU cores, minutes. Bars: box AP50 >= 50, mask AP50 >= 40.
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py', '../_base_/datasets/demo_coco_instance.py',
+    'mmdet::_base_/default_runtime.py'
+]
+default_scope = 'mmdet'
+custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
+
+# the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py);
+# set model.backbone.init_cfg=None to start from random weights
+pretrained = 'work_dirs/addp_vit-tiny-p8_1xb64-2000i_demo/iter_2000.pth'
+width, channels, num_classes = 128, 64, 10
+strides = [4, 8, 16, 32]
+norm_cfg = dict(type='LN2d', eps=1e-6, requires_grad=True)
+model = dict(
+    data_preprocessor=dict(pad_size_divisor=32),
+    backbone=dict(_delete_=True, type='ADDPViT',
+                  arch=dict(embed_dims=width, num_layers=6, num_heads=4), img_size=128,
+                  patch_size=8, out_type='featmap', out_indices=[-1], pre_norm=True,
+                  with_cls_token=False, window_size=8, global_attn_indexes=(2, 5),
+                  use_rel_pos=True, drop_path_rate=0.1,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(_delete_=True, type='SimpleFeaturePyramid', in_channels=width,
+              out_channels=channels, scale_factors=(2.0, 1.0, 0.5), num_outs=4,
+              norm_cfg=norm_cfg),
+    rpn_head=dict(in_channels=channels, feat_channels=channels, num_convs=2,
+                  anchor_generator=dict(scales=[6], strides=strides)),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=channels, featmap_strides=strides),
+        bbox_head=dict(_delete_=True, type='Shared4Conv1FCBBoxHead', in_channels=channels,
+                       conv_out_channels=channels, fc_out_channels=256, norm_cfg=norm_cfg,
+                       roi_feat_size=7, num_classes=num_classes,
+                       bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.] * 4,
+                                       target_stds=[0.1, 0.1, 0.2, 0.2]),
+                       reg_class_agnostic=False,
+                       loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False,
+                                     loss_weight=1.0),
+                       loss_bbox=dict(type='SmoothL1Loss', beta=0.0, loss_weight=1.0)),
+        mask_roi_extractor=dict(out_channels=channels, featmap_strides=strides),
+        mask_head=dict(num_convs=2, in_channels=channels, conv_out_channels=channels,
+                       norm_cfg=norm_cfg, num_classes=num_classes)),
+    train_cfg=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=500),
+                   rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
+
+train_dataloader = dict(batch_size=8, sampler=dict(type='InfiniteSampler', shuffle=True),
+                        batch_sampler=None)
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.1),
+    constructor='BackboneLayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=0.75, flat_decay_mult=0.0))
+max_iters = 1500
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
+         milestones=[int(max_iters * 0.8), int(max_iters * 0.93)], gamma=0.1),
+]
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=max_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=50),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)

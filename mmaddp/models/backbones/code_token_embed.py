@@ -1,0 +1,83 @@
+"""Token input for ADDPViT: pixels -> frozen VQ code ids -> learned embeddings.
+
+The pixel-versus-token ablation of ADDP feeds the encoder either pixels (the
+method) or the tokenizer's discrete code ids (what token-based MIM encoders
+such as MAGE read). No OpenMMLab or timm module embeds the ids of a frozen
+VQ tokenizer in place of a patch embedding, so this one is written here.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.model.weight_init import trunc_normal_
+
+from mmaddp.registry import MODELS
+
+#: the data preprocessors' ImageNet mean / std (0-255 scale)
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+
+
+class CodeTokenEmbed(nn.Module):
+    """Replaces ``ADDPViT.patch_embed`` when the encoder reads code ids.
+
+    Normalised images B x 3 x H x W are mapped back to [0, 1] (``mean``/``std``
+    are those of the data preprocessor, 0-255 scale), encoded by the frozen
+    tokenizer to ids B x H/p x W/p, and embedded: B x (H/p * W/p) x C, the
+    layout of timm's ``PatchEmbed``. The tokenizer is held outside the module
+    tree (as in ``ADDP``): it is not trained, not in the optimizer, not in the
+    checkpoints (its config carries its path) and not re-initialised by the
+    backbone's weight init; ``_apply`` moves it with the model.
+
+    Args:
+        tokenizer (dict): config of a ``VQTokenizer`` with ``checkpoint``.
+        embed_dims (int): width of the encoder.
+        patch_size (int): must equal the tokenizer's downsampling factor.
+        mean, std (sequence of 3 floats): normalisation of the inputs.
+    """
+
+    def __init__(self, tokenizer: dict, embed_dims: int, patch_size: int,
+                 mean: Sequence[float] = IMAGENET_MEAN_255,
+                 std: Sequence[float] = IMAGENET_STD_255):
+        super().__init__()
+        if not isinstance(tokenizer, dict) or 'type' not in tokenizer:
+            raise ValueError(f'token_input needs a tokenizer config dict with a type, got '
+                             f'{tokenizer!r}')
+        built = MODELS.build(dict(tokenizer, frozen=True))
+        if built.downsample_factor != patch_size:
+            raise ValueError(f'The tokenizer downsamples by {built.downsample_factor}, but the '
+                             f'encoder patch size is {patch_size}: one id per patch needs '
+                             'them equal')
+        self._frozen_parts = dict(tokenizer=built)
+        self.num_codes = built.num_codes
+        self.embedding = nn.Embedding(self.num_codes, embed_dims)
+        trunc_normal_(self.embedding.weight, std=0.02)
+        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float).view(1, 3, 1, 1) / 255,
+                             persistent=False)
+        self.register_buffer('std', torch.tensor(std, dtype=torch.float).view(1, 3, 1, 1) / 255,
+                             persistent=False)
+
+    @property
+    def tokenizer(self):
+        return self._frozen_parts['tokenizer']
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.tokenizer._apply(fn, *args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tokenizer.eval()
+        return self
+
+    @torch.no_grad()
+    def code_ids(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images B x 3 x H x W -> code ids B x H/p x W/p."""
+        pixels = (x.float() * self.std + self.mean).clamp(0, 1)
+        ids, _ = self.tokenizer.encode(pixels)
+        return ids
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images B x 3 x H x W -> embeddings B x N x C."""
+        return self.embedding(self.code_ids(x).flatten(1))

@@ -1,0 +1,169 @@
+"""Resumable stages for multi-step runs (the demo, the pixel-vs-token study).
+
+A stage owns one folder. It counts as done only when its ``DONE.json`` marker
+exists; the marker is written atomically after the stage's work succeeded and
+holds its results and wall time. A stage folder without a marker (an
+interrupted run) is wiped and redone, so a half-written checkpoint is never
+used. MMEngine has no notion of a pipeline of runs, so this is written here.
+"""
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+MARKER = 'DONE.json'
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write JSON through a temporary file and a rename."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def run_stage(work_root: str, name: str, fn: Callable[[str], Dict],
+              log: Callable[[str], None] = print) -> Dict:
+    """Run ``fn(stage_dir)`` unless ``work_root/name`` is already done.
+
+    Returns the stage's record: ``dict(results=..., seconds=..., skipped=bool)``.
+    """
+    stage_dir = osp.join(work_root, name)
+    marker = osp.join(stage_dir, MARKER)
+    if osp.isfile(marker):
+        with open(marker) as f:
+            record = json.load(f)
+        log(f'[{name}] done before ({record["seconds"]:.0f} s), skipped')
+        return dict(record, skipped=True)
+    if osp.isdir(stage_dir):
+        log(f'[{name}] found an unfinished run: removing {stage_dir} and starting over')
+        shutil.rmtree(stage_dir)
+    os.makedirs(stage_dir)
+    log(f'[{name}] started')
+    start = time.time()
+    results = fn(stage_dir)
+    record = dict(results=results, seconds=round(time.time() - start, 1))
+    write_json_atomic(marker, record)
+    log(f'[{name}] finished in {record["seconds"]:.0f} s: {results}')
+    return dict(record, skipped=False)
+
+
+def run_tool(args: List[str], log_file: str, env: Optional[dict] = None,
+             echo: Callable[[str], None] = None) -> None:
+    """Run ``python ARGS`` from the repository root, appending its output to
+    ``log_file`` and passing MMEngine's iteration log lines to ``echo``;
+    raise with the log's tail when it fails."""
+    env = dict(os.environ, **(env or {}))
+    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    env.setdefault('PYTHONUNBUFFERED', '1')
+    with open(log_file, 'a') as f:
+        f.write(f'$ python {" ".join(args)}\n')
+        f.flush()
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for line in proc.stdout:
+            f.write(line)
+            if echo is not None and ' - mmengine - INFO - Iter(' in line:
+                echo('    ' + line.split(' - mmengine - INFO - ', 1)[1].strip()[:150])
+        proc.wait()
+    if proc.returncode != 0:
+        with open(log_file) as f:
+            tail = f.read()[-4000:]
+        raise RuntimeError(f'{" ".join(args[:2])} failed (exit {proc.returncode}); '
+                           f'log {log_file}:\n{tail}')
+
+
+def last_checkpoint(work_dir: str) -> str:
+    """The checkpoint named by MMEngine's ``last_checkpoint`` file."""
+    path = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'No last_checkpoint in {work_dir}: did training finish?')
+    with open(path) as f:
+        ckpt = f.read().strip()
+    if not osp.isfile(ckpt):
+        raise FileNotFoundError(f'{path} names {ckpt}, which does not exist')
+    return ckpt
+
+
+def train_and_test(config: str, work_dir: str, options: List[str] = (),
+                   test: bool = True, echo: Callable[[str], None] = None) -> Dict:
+    """``tools/train.py`` then ``tools/test.py`` on the last checkpoint.
+
+    Returns ``dict(checkpoint=..., metrics=...)`` (metrics from
+    ``test_metrics.json``, empty when ``test`` is False).
+    """
+    log_file = osp.join(work_dir, 'run.log')
+    extra = ['--cfg-options', *options] if options else []
+    run_tool(['tools/train.py', config, '--work-dir', work_dir, *extra], log_file, echo=echo)
+    ckpt = last_checkpoint(work_dir)
+    metrics = {}
+    if test:
+        test_dir = osp.join(work_dir, 'test')
+        run_tool(['tools/test.py', config, ckpt, '--work-dir', test_dir, *extra], log_file,
+                 echo=echo)
+        with open(osp.join(test_dir, 'test_metrics.json')) as f:
+            metrics = json.load(f)['metrics']
+    return dict(checkpoint=ckpt, metrics=metrics)
+
+
+def scale_schedule(cfg, max_iters: int) -> None:
+    """Shorten (or lengthen) an iteration-based config to ``max_iters``:
+    scheduler boundaries and milestones scale proportionally, validation and
+    the checkpoint happen at the end, the logger logs about 5 times."""
+    old = cfg.train_cfg.get('max_iters')
+    if cfg.train_cfg.get('type') != 'IterBasedTrainLoop' or not old:
+        raise ValueError('scale_schedule needs an IterBasedTrainLoop config with max_iters')
+    factor = max_iters / old
+
+    def scaled(value):
+        return max(1, min(max_iters, int(round(value * factor))))
+
+    cfg.train_cfg.max_iters = max_iters
+    if 'val_interval' in cfg.train_cfg:
+        cfg.train_cfg.val_interval = max_iters
+    schedulers = cfg.get('param_scheduler') or []
+    for sched in schedulers if isinstance(schedulers, (list, tuple)) else [schedulers]:
+        if sched.get('begin'):
+            sched.begin = scaled(sched.begin)
+        if 'end' in sched:
+            sched.end = scaled(sched.end)
+        if 'milestones' in sched:
+            sched.milestones = [scaled(m) for m in sched.milestones]
+        if 'T_max' in sched:
+            sched.T_max = scaled(sched.T_max)
+    hooks = cfg.get('default_hooks', {})
+    if 'checkpoint' in hooks:
+        hooks.checkpoint.interval = max_iters
+    if 'logger' in hooks:
+        hooks.logger.interval = max(1, min(hooks.logger.interval, max_iters // 5))
+
+
+def _drop_delete_keys(node):
+    if isinstance(node, dict):
+        return {k: _drop_delete_keys(v) for k, v in node.items() if k != '_delete_'}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_drop_delete_keys(v) for v in node)
+    return node
+
+
+def prepare_config(src: str, dst: str, options: Optional[dict] = None,
+                   max_iters: Optional[int] = None) -> str:
+    """Write ``src`` with ``options`` merged (unknown keys refused) and,
+    optionally, its schedule scaled to ``max_iters`` as one flat config file
+    ``dst``: the exact config of a stage, kept in its folder."""
+    from mmengine.config import Config
+
+    from .config import merge_cfg_options_strict
+    cfg = Config.fromfile(src)
+    if options:
+        merge_cfg_options_strict(cfg, options)
+    if max_iters is not None:
+        scale_schedule(cfg, max_iters)
+    flat = Config(_drop_delete_keys(cfg.to_dict()))  # merged already: no base left
+    flat.dump(dst)
+    return dst
