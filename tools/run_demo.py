@@ -185,13 +185,13 @@ class Demo:
                              ('noise', gen['noise'])):
             out = osp.join(stage_dir, f'{name}.json')
             run_tool(['tools/eval_fid.py', folder, ref, '--feature-config', cls['config'],
-                      '--feature-checkpoint', cls['checkpoint'], '--out', out],
+                      '--feature-checkpoint', cls['checkpoint'], '--input-size', '64', '--out', out],
                      osp.join(stage_dir, 'run.log'))
             with open(out) as f:
                 metrics = json.load(f)
             results[f'fid_{name}'] = metrics['fid']
             if name == 'samples':
-                results['is_samples'] = metrics.get('isc_mean', metrics.get('is'))
+                results['is_samples'] = metrics['is_mean']
         return results
 
     # --------------------------------------------------------------- report

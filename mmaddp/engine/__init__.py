@@ -1,4 +1,5 @@
+from .hooks import GenerationEvalHook
 from .model_wrappers import DeviceAwareDistributedDataParallel
 from .optimizers import BackboneLayerDecayOptimWrapperConstructor
 
-__all__ = ['DeviceAwareDistributedDataParallel', 'BackboneLayerDecayOptimWrapperConstructor']
+__all__ = ['DeviceAwareDistributedDataParallel', 'GenerationEvalHook', 'BackboneLayerDecayOptimWrapperConstructor']

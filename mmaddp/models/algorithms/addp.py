@@ -1,6 +1,6 @@
 """ADDP pretraining: the alternating denoising process as an MMEngine model."""
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmpretrain.models.selfsup import BaseSelfSupervisor
@@ -210,7 +210,8 @@ class ADDP(BaseSelfSupervisor):
     def generate(self, num_samples: int, steps: int = 20, schedule: str = 'cosine',
                  temperature: float = 6.0, temperature_decay: bool = True,
                  top_p: Optional[float] = None, seed: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None, return_trace: bool = False):
+                 generator: Union[torch.Generator, Sequence[torch.Generator], None] = None,
+                 return_trace: bool = False, seeds: Optional[Sequence[int]] = None):
         """Unconditional generation by alternating decode and predict.
 
         Starts from :meth:`start_pixels`; each step runs encoder + decoder,
@@ -221,6 +222,11 @@ class ADDP(BaseSelfSupervisor):
         rest for good, and decodes revealed ids as code vectors and masked
         positions as soft vectors. The last step reveals every position.
 
+        Randomness: ``seed`` or ``generator`` drive the whole batch; with
+        ``seeds`` (one int per sample) or a list of generators, sample j draws
+        only from its own generator, so it does not depend on which other
+        samples share its batch (``tools/generate.py`` shards this way).
+
         Returns:
             Tensor: images B x 3 x H x W in [0, 1] (and, with
             ``return_trace``, a list of per-step dicts with ``ids`` and
@@ -230,9 +236,13 @@ class ADDP(BaseSelfSupervisor):
             raise ValueError(f'steps must be >= 1, got {steps}')
         self._masked_fraction(schedule, 0.0)  # validates the name
         device = self.pixel_mean.device
+        if seeds is not None:
+            generator = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         if generator is None:
             generator = torch.Generator(device=device)
             generator.manual_seed(int(torch.randint(2**31, (1, ))) if seed is None else seed)
+        elif not isinstance(generator, torch.Generator) and len(generator) != num_samples:
+            raise ValueError(f'got {len(generator)} seeds / generators for {num_samples} samples')
         length, codes = self.neck.num_tokens, self.num_codes
         side = int(round(length**0.5))
         ids = torch.zeros(num_samples, length, dtype=torch.long, device=device)
@@ -246,8 +256,7 @@ class ADDP(BaseSelfSupervisor):
                 logits = self.decode_logits(pixels, ids, masked)[..., :codes].float()
             probs = logits.softmax(-1)
             sample_probs = probs if top_p is None else _top_p(probs, top_p)
-            sampled = torch.multinomial(sample_probs.view(-1, codes), 1,
-                                        generator=generator).view(num_samples, length)
+            sampled = _multinomial(sample_probs, generator)
             sampled = torch.where(masked, sampled, ids)
             frac = (step + 1) / steps
             if step == steps - 1:
@@ -257,7 +266,7 @@ class ADDP(BaseSelfSupervisor):
                 keep = math.ceil(length * self._masked_fraction(schedule, frac))
                 keep = max(1, min(keep, current - 1))
             t = temperature * (1 - frac) if temperature_decay else temperature
-            uniform = torch.rand(num_samples, length, generator=generator, device=device)
+            uniform = _uniform(num_samples, length, generator, device)
             gumbel = -torch.log((-torch.log(uniform.clamp(1e-20, 1.0))).clamp_min(1e-20))
             confidence = torch.log(probs.gather(-1, sampled[..., None])[..., 0].clamp_min(1e-30))
             confidence = torch.where(masked, confidence + t * gumbel,
@@ -278,6 +287,22 @@ class ADDP(BaseSelfSupervisor):
                 trace.append(dict(ids=ids.clone(), mask=masked.clone()))
         self.train(was_training)
         return (pixels, trace) if return_trace else pixels
+
+
+def _multinomial(probs: torch.Tensor, generator) -> torch.Tensor:
+    """One categorical draw per position of ``probs`` (B x L x C) -> B x L,
+    from one generator or from one generator per sample."""
+    if isinstance(generator, torch.Generator):
+        return torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(probs.shape[:2])
+    return torch.stack([torch.multinomial(p, 1, generator=g)[:, 0]
+                        for p, g in zip(probs, generator)])
+
+
+def _uniform(batch: int, length: int, generator, device) -> torch.Tensor:
+    """U[0, 1) noise B x L from one generator or one per sample."""
+    if isinstance(generator, torch.Generator):
+        return torch.rand(batch, length, generator=generator, device=device)
+    return torch.stack([torch.rand(length, generator=g, device=device) for g in generator])
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

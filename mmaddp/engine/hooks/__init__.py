@@ -1,0 +1,3 @@
+from .generation_eval_hook import GenerationEvalHook
+
+__all__ = ['GenerationEvalHook']

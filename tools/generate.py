@@ -1,0 +1,187 @@
+"""Unconditional ADDP samples from a checkpoint: DIR/000000.png ... plus DIR/grid.png.
+
+Sample i is made from its own seed (derived from --seed and i), so the files do
+not depend on the number of processes or the batch size. With several
+processes (tools/dist_generate.sh) rank r makes samples r, r + W, r + 2W, ...
+No dataset is built; the config's dataloaders may be absent or None.
+
+    python tools/generate.py CONFIG CKPT --num-samples 64 --out samples/
+    bash tools/dist_generate.sh CONFIG CKPT 2 --num-samples 50000 --out samples/
+"""
+import argparse
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import DictAction
+from mmengine.dist import barrier, get_dist_info, init_dist, is_distributed
+from mmengine.registry import init_default_scope
+from mmengine.utils import ProgressBar
+
+import mmaddp  # noqa: F401
+from mmaddp.registry import MODELS
+from mmaddp.utils import load_checkpoint_file, load_tool_config, prepare_launch
+from mmaddp.utils.generation import (check_output_dir, generate_indexed, list_sample_files,
+                                     shard_indices, SAMPLE_NAME)
+
+GRID_NAME = 'grid.png'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Generate images with an ADDP checkpoint')
+    parser.add_argument('config', help='ADDP config file (its model is built, no dataset)')
+    parser.add_argument('checkpoint', help='ADDP checkpoint (runner or released layout)')
+    parser.add_argument('--out', required=True, help='output directory for the PNG files')
+    parser.add_argument('--num-samples', type=int, default=64)
+    parser.add_argument('--steps', type=int, default=20, help='generation steps')
+    parser.add_argument('--schedule', choices=['cosine', 'linear'], default='cosine')
+    parser.add_argument('--temperature', type=float, default=6.0,
+                        help='Gumbel temperature of the reveal order (decays to 0)')
+    parser.add_argument('--no-temperature-decay', action='store_true',
+                        help='keep --temperature constant over the steps')
+    parser.add_argument('--top-p', type=float, default=None, help='nucleus sampling of ids')
+    parser.add_argument('--seed', type=int, default=0, help='base seed of the per-sample seeds')
+    parser.add_argument('--batch-size', type=int, default=16, help='samples per forward, per rank')
+    parser.add_argument('--nrow', type=int, default=8, help='images per row of grid.png')
+    parser.add_argument('--grid-size', type=int, default=64,
+                        help='grid.png shows the first this many samples')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='allow a non-empty --out (its NNNNNN.png and grid.png are replaced)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config (key=value)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.num_samples < 1:
+        parser.error('--num-samples must be >= 1')
+    if args.steps < 1:
+        parser.error('--steps must be >= 1')
+    if args.batch_size < 1:
+        parser.error('--batch-size must be >= 1')
+    if args.seed < 0:
+        parser.error('--seed must be >= 0')
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        parser.error('--top-p must be in (0, 1]')
+    args.work_dir = None  # load_tool_config's attribute; nothing is written there
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def setup_distributed(cfg, launcher: str) -> None:
+    """gloo on CPU (``prepare_launch``), else MMEngine's ``init_dist``."""
+    cfg.launcher = launcher
+    prepare_launch(cfg)
+    if launcher != 'none' and not is_distributed():
+        init_dist(launcher, **cfg.get('env_cfg', {}).get('dist_cfg', {}))
+
+
+def build_generator(cfg, checkpoint: str, device) -> torch.nn.Module:
+    """Build ``cfg.model`` (an ADDP model) and load ``checkpoint``.
+
+    Raises a ``ValueError`` when the model cannot generate, when the
+    checkpoint misses trained weights, or when a frozen part (tokenizer,
+    token predictor) has weights neither in the config nor in the checkpoint.
+    """
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'Checkpoint file not found: {checkpoint}')
+    model_cfg = cfg.get('model', None)
+    if not model_cfg:
+        raise ValueError(f'Config {cfg.filename} has no model')
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model = MODELS.build(model_cfg)
+    if not callable(getattr(model, 'generate', None)) or not hasattr(model, 'load_checkpoint'):
+        raise ValueError(f'The model of {cfg.filename} ({type(model).__name__}) cannot generate; '
+                         'tools/generate.py needs an ADDP config')
+    result = model.load_checkpoint(checkpoint)  # refuses other kinds of checkpoint
+    if result.missing_keys:
+        raise ValueError(f'Checkpoint {checkpoint} lacks trained ADDP weights, e.g. '
+                         f'{result.missing_keys[:5]} ({len(result.missing_keys)} missing)')
+    unset = [p for p in ('tokenizer', 'token_predictor')
+             if isinstance(model_cfg.get(p), dict) and not model_cfg[p].get('checkpoint')]
+    if unset:  # then the checkpoint has to carry them
+        ckpt = load_checkpoint_file(checkpoint)
+        state = ckpt.get('model', ckpt.get('state_dict', ckpt))
+        prefixes = dict(tokenizer=('tokenizer.', 'vqgan.'), token_predictor=('token_predictor.', ))
+        lacking = [p for p in unset if not any(k.startswith(prefixes[p]) for k in state)]
+        if lacking:
+            raise ValueError(
+                f'No weights for {lacking}: the config sets no checkpoint for them and '
+                f'{checkpoint} carries none. Set model.<part>.checkpoint in the config or '
+                'with --cfg-options.')
+    return model.to(device).eval()
+
+
+def prepare_output(out: str, overwrite: bool) -> None:
+    """Checked on every rank before anyone writes; rank 0 then clears old
+    samples (with --overwrite) and creates the folder."""
+    check_output_dir(out, overwrite)
+    barrier()
+    rank, _ = get_dist_info()
+    if rank == 0:
+        os.makedirs(out, exist_ok=True)
+        for name in os.listdir(out):
+            if SAMPLE_NAME.match(name) or name == GRID_NAME:
+                os.remove(osp.join(out, name))
+    barrier()
+
+
+def write_grid(out: str, num_samples: int, grid_size: int, nrow: int) -> str:
+    """Check that exactly the expected files exist, then save the grid of
+    the first ``grid_size`` samples."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.utils import make_grid, save_image
+    names = list_sample_files(out)
+    expect = [f'{i:06d}.png' for i in range(num_samples)]
+    if names != expect:
+        missing = sorted(set(expect) - set(names))
+        raise RuntimeError(f'{out} should hold {num_samples} samples; missing {missing[:5]}, '
+                           f'unexpected {sorted(set(names) - set(expect))[:5]}')
+    images = [torch.from_numpy(np.array(Image.open(osp.join(out, n)).convert('RGB')))
+              for n in names[:grid_size]]
+    grid = make_grid(torch.stack(images).permute(0, 3, 1, 2).float() / 255, nrow=nrow, padding=2)
+    path = osp.join(out, GRID_NAME)
+    save_image(grid, path)
+    return path
+
+
+def main(argv=None):
+    from torchvision.utils import save_image
+    args = parse_args(argv)
+    cfg = load_tool_config(args)
+    setup_distributed(cfg, args.launcher)
+    rank, world_size = get_dist_info()
+    if torch.cuda.is_available():
+        device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device('cpu')
+    check_output_dir(args.out, args.overwrite)  # fail fast, before building
+    model = build_generator(cfg, args.checkpoint, device)
+    prepare_output(args.out, args.overwrite)
+
+    indices = shard_indices(args.num_samples, rank, world_size)
+    bar = ProgressBar(len(indices)) if rank == 0 else None
+    gen_kwargs = dict(steps=args.steps, schedule=args.schedule, temperature=args.temperature,
+                      temperature_decay=not args.no_temperature_decay, top_p=args.top_p)
+    for batch, images in generate_indexed(model, indices, args.seed, args.batch_size,
+                                          **gen_kwargs):
+        for index, image in zip(batch, images):
+            save_image(image, osp.join(args.out, f'{index:06d}.png'))
+        if bar is not None:
+            bar.update(len(batch))
+    barrier()  # every rank's files are written
+    if rank == 0:
+        print()
+        grid = write_grid(args.out, args.num_samples, args.grid_size, args.nrow)
+        print(f'{args.num_samples} samples ({world_size} process(es), seed {args.seed}, '
+              f'{args.steps} {args.schedule} steps) in {args.out}; grid: {grid}')
+    barrier()
+    if is_distributed():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == '__main__':
+    main()
