@@ -37,6 +37,11 @@ def register_backbone(name=None):
     return _register_everywhere(ALL_SCOPE_MODELS, name)
 
 
+def register_neck(name=None):
+    """Register a neck in the dense-task scopes (mmdet and mmseg)."""
+    return _register_everywhere((MMDET_MODELS, MMSEG_MODELS), name)
+
+
 def register_optim_wrapper_constructor(name=None):
     """Register an optimizer-wrapper constructor in all three scopes."""
     return _register_everywhere(ALL_SCOPE_OPTIM_WRAPPER_CONSTRUCTORS, name)
@@ -44,5 +49,6 @@ def register_optim_wrapper_constructor(name=None):
 
 __all__ = [
     'MODELS', 'MMDET_MODELS', 'MMSEG_MODELS', 'MODEL_WRAPPERS', 'DATASETS', 'HOOKS',
-    'METRICS', 'TRANSFORMS', 'register_backbone', 'register_optim_wrapper_constructor'
+    'METRICS', 'TRANSFORMS', 'register_backbone', 'register_neck',
+    'register_optim_wrapper_constructor'
 ]

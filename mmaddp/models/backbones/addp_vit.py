@@ -13,6 +13,8 @@ from timm.models.vision_transformer import Block
 from mmaddp.registry import register_backbone
 from mmaddp.utils import load_state_into
 from ..utils.checkpoint_convert import load_addp_encoder_state_dict
+from .code_token_embed import CodeTokenEmbed
+from .window_attention import WindowBlock
 
 
 def _layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
@@ -62,6 +64,23 @@ class ADDPViT(BaseModule):
             ``frozen_stages`` blocks (and the final norm when all are frozen);
             -1 or 0 freezes nothing.
         with_cp (bool): activation checkpointing of every block.
+        with_cls_token (bool): prepend the class token. ``False`` runs the
+            blocks on the patch-token map only (ViTDet); the class token and
+            its position embedding stay as (frozen) parameters, so checkpoints
+            load unchanged. Needed by the three options below.
+        window_size (int): ViTDet window attention in every block not listed
+            in ``global_attn_indexes``; 0 keeps global attention everywhere.
+        global_attn_indexes (Sequence[int]): blocks that stay global, e.g.
+            ``(2, 5, 8, 11)`` for ViT-B, ``(5, 11, 17, 23)`` for ViT-L.
+        use_rel_pos (bool): decomposed relative position terms in every
+            block, zero-initialised, sized for the window (window blocks) or
+            the ``img_size`` grid (global blocks, interpolated for other maps).
+        token_input (dict, optional): read the frozen tokenizer's code ids
+            instead of pixels (the pixel-versus-token ablation):
+            ``dict(tokenizer=dict(type='VQTokenizer', ..., checkpoint=PATH))``
+            plus optionally the preprocessor's ``mean`` / ``std``; the patch
+            embedding becomes a :class:`CodeTokenEmbed` (one learned vector
+            per code, ``patch_size`` must equal the tokenizer's downsampling).
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``
             loads a released ADDP checkpoint or an mmaddp checkpoint (see
             :func:`load_addp_encoder_state_dict`).
@@ -91,6 +110,11 @@ class ADDPViT(BaseModule):
                  drop_path_rate: float = 0.,
                  frozen_stages: int = -1,
                  with_cp: bool = False,
+                 with_cls_token: bool = True,
+                 window_size: int = 0,
+                 global_attn_indexes: Sequence[int] = (),
+                 use_rel_pos: bool = False,
+                 token_input: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -110,6 +134,9 @@ class ADDPViT(BaseModule):
         self.patch_embed = PatchEmbed(
             img_size=self.img_size, patch_size=patch_size, in_chans=in_channels,
             embed_dim=self.embed_dims, strict_img_size=False, dynamic_img_pad=False)
+        if token_input is not None:
+            self.patch_embed = CodeTokenEmbed(embed_dims=self.embed_dims,
+                                              patch_size=patch_size, **token_input)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.pos_embed = nn.Parameter(
@@ -118,13 +145,35 @@ class ADDPViT(BaseModule):
         self.pre_norm = _layer_norm(self.embed_dims) if pre_norm else nn.Identity()
 
         dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
-        self.blocks = nn.ModuleList([
-            Block(dim=self.embed_dims, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
-                  attn_drop=attn_drop_rate, proj_drop=drop_rate, drop_path=dpr[i],
-                  norm_layer=_layer_norm) for i in range(self.num_layers)
-        ])
-        for block in self.blocks:
-            block.attn.fused_attn = True  # always F.scaled_dot_product_attention
+        self.with_cls_token = with_cls_token
+        if with_cls_token:
+            if window_size or use_rel_pos:
+                raise ValueError('window_size / use_rel_pos run on the patch-token map: '
+                                 'set with_cls_token=False to use them')
+            self.blocks = nn.ModuleList([
+                Block(dim=self.embed_dims, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                      qkv_bias=True, attn_drop=attn_drop_rate, proj_drop=drop_rate,
+                      drop_path=dpr[i], norm_layer=_layer_norm) for i in range(self.num_layers)
+            ])
+            for block in self.blocks:
+                block.attn.fused_attn = True  # always F.scaled_dot_product_attention
+        else:
+            if out_type == 'cls_token':
+                raise ValueError("out_type='cls_token' needs with_cls_token=True")
+            global_attn_indexes = sorted({i + self.num_layers if i < 0 else i
+                                          for i in global_attn_indexes})
+            if any(not 0 <= i < self.num_layers for i in global_attn_indexes):
+                raise ValueError(f'global_attn_indexes {global_attn_indexes} out of range for '
+                                 f'{self.num_layers} blocks')
+            self.blocks = nn.ModuleList([
+                WindowBlock(self.embed_dims, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
+                            proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i],
+                            norm_layer=_layer_norm,
+                            window_size=0 if i in global_attn_indexes else window_size,
+                            use_rel_pos=use_rel_pos, input_size=self.patch_resolution)
+                for i in range(self.num_layers)
+            ])
+            self.cls_token.requires_grad = False  # kept only so checkpoints load
         self.final_norm = final_norm
         self.norm = _layer_norm(self.embed_dims) if final_norm else nn.Identity()
         if out_type == 'avg_featmap':
@@ -194,6 +243,9 @@ class ADDPViT(BaseModule):
             checkpoint, pos_embed_shape=self.patch_resolution,
             num_extra_tokens=self.num_extra_tokens,
             keep_pre_norm=not isinstance(self.pre_norm, nn.Identity))
+        if isinstance(self.patch_embed, CodeTokenEmbed):  # ids replace the pixel projection
+            state_dict = {k: v for k, v in state_dict.items()
+                          if not k.startswith('patch_embed.proj.')}
         return load_state_into(self, state_dict, f'Checkpoint {checkpoint}')
 
     # --------------------------------------------------------------- freezing
@@ -217,17 +269,21 @@ class ADDPViT(BaseModule):
 
     # ---------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Images B x 3 x H x W -> tokens B x (1 + N) x C and the patch grid."""
+        """Images B x 3 x H x W -> tokens B x (1 + N) x C (B x N x C without
+        the class token) and the patch grid."""
         h, w = x.shape[-2:]
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f'Input size {h}x{w} is not divisible by patch_size {self.patch_size}')
         x = self.patch_embed(x)
         grid = (h // self.patch_size, w // self.patch_size)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         pos_embed = self.pos_embed
         if grid != self.patch_resolution:
             pos_embed = resize_pos_embed(pos_embed, self.patch_resolution, grid, mode='bicubic',
                                          num_extra_tokens=self.num_extra_tokens)
+        if self.with_cls_token:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        else:  # patch tokens only; the class token's position is dropped
+            pos_embed = pos_embed[:, self.num_extra_tokens:]
         # the pretraining encoder's order: embeddings, LayerNorm, dropout
         return self.pos_drop(self.pre_norm(x + pos_embed)), grid
 
@@ -235,6 +291,8 @@ class ADDPViT(BaseModule):
         """Images B x 3 x H x W (H, W divisible by the patch size) -> a tuple
         with one output per ``out_indices`` entry, shaped by ``out_type``."""
         x, grid = self.embed(x)
+        if not self.with_cls_token:  # window blocks work on B x H x W x C maps
+            x = x.reshape(x.shape[0], *grid, x.shape[-1])
         outs = []
         for i, block in enumerate(self.blocks):
             if self.with_cp and self.training and x.requires_grad:
@@ -248,11 +306,14 @@ class ADDPViT(BaseModule):
         return tuple(outs)
 
     def _format_output(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        extra = self.num_extra_tokens
+        if x.dim() == 4:  # B x H x W x C patch-token map (no class token)
+            x, extra = x.flatten(1, 2), 0
         if self.out_type == 'raw':
             return x
         if self.out_type == 'cls_token':
             return x[:, 0]
-        patch_tokens = x[:, self.num_extra_tokens:]
+        patch_tokens = x[:, extra:]
         if self.out_type == 'avg_featmap':
             return self.pooled_norm(patch_tokens.mean(dim=1))
         b, _, c = patch_tokens.shape
