@@ -21,8 +21,8 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from mmaddp.utils.stages import (last_checkpoint, prepare_config, run_stage,  # noqa: E402
-                                 run_tool, train_and_test, write_json_atomic)
+from mmaddp.utils.stages import (prepare_config, run_stage, run_tool,  # noqa: E402
+                                 train_and_test, write_json_atomic)
 
 CONFIGS = dict(
     tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny_1xb64-1200i_demo.py',

@@ -40,7 +40,7 @@ model = dict(
                        reg_class_agnostic=False,
                        loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False,
                                      loss_weight=1.0),
-                       loss_bbox=dict(type='SmoothL1Loss', beta=0.0, loss_weight=1.0)),
+                       loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
         mask_roi_extractor=dict(out_channels=channels, featmap_strides=strides),
         mask_head=dict(num_convs=2, in_channels=channels, conv_out_channels=channels,
                        norm_cfg=norm_cfg, num_classes=num_classes)),
@@ -61,7 +61,7 @@ param_scheduler = [
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
          milestones=[int(max_iters * 0.8), int(max_iters * 0.93)], gamma=0.1),
 ]
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

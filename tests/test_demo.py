@@ -1,0 +1,112 @@
+"""The end-to-end demo (tools/run_demo.py) and its resumable stages."""
+import json
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from mmaddp.utils.stages import MARKER, prepare_config, run_stage, scale_schedule
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def test_stage_runs_once_and_redoes_an_interrupted_one(tmp_path):
+    calls = []
+
+    def work(stage_dir):
+        calls.append(stage_dir)
+        with open(osp.join(stage_dir, 'model.pth'), 'w') as f:
+            f.write('complete')
+        return dict(value=len(calls))
+
+    first = run_stage(str(tmp_path), 'a', work, log=lambda m: None)
+    again = run_stage(str(tmp_path), 'a', work, log=lambda m: None)
+    assert (first['results'], first['skipped']) == ({'value': 1}, False)
+    assert (again['results'], again['skipped']) == ({'value': 1}, True)
+    assert len(calls) == 1
+
+    # an interrupted stage: a half-written file, no marker -> wiped and redone
+    os.makedirs(tmp_path / 'b')
+    (tmp_path / 'b' / 'model.pth').write_text('half')
+    seen = []
+
+    def check_clean(stage_dir):
+        seen.append(sorted(os.listdir(stage_dir)))
+        return {}
+
+    run_stage(str(tmp_path), 'b', check_clean, log=lambda m: None)
+    assert seen == [[]]
+    assert (tmp_path / 'b' / MARKER).is_file()
+
+    # a failing stage leaves no marker
+    def fail(stage_dir):
+        raise RuntimeError('boom')
+
+    with pytest.raises(RuntimeError, match='boom'):
+        run_stage(str(tmp_path), 'c', fail, log=lambda m: None)
+    assert not (tmp_path / 'c' / MARKER).exists()
+
+
+def test_schedule_scaling_and_flat_stage_config(tmp_path):
+    src = osp.join(ROOT, 'configs', 'mask_rcnn',
+                   'mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-1500i_demo.py')
+    dst = prepare_config(src, str(tmp_path / 'config.py'),
+                         {'model.backbone.init_cfg.checkpoint': 'x.pth'}, max_iters=150)
+    cfg = Config.fromfile(dst)
+    assert cfg.train_cfg.max_iters == 150 and cfg.train_cfg.val_interval == 150
+    assert cfg.param_scheduler[1].milestones == [120, 140]
+    assert cfg.param_scheduler[0].end == 10
+    assert cfg.model.backbone.init_cfg.checkpoint == 'x.pth'
+    assert '_delete_' not in open(dst).read()
+    with pytest.raises(KeyError, match='not found'):
+        prepare_config(src, str(tmp_path / 'bad.py'), {'model.backbone.no_such_key': 1})
+    cfg = Config(dict(train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=2)))
+    with pytest.raises(ValueError, match='IterBasedTrainLoop'):
+        scale_schedule(cfg, 10)
+
+
+def test_quick_demo_end_to_end(tmp_path, demo_root):
+    work = tmp_path / 'demo'
+    cmd = [sys.executable, 'tools/run_demo.py', '--quick', '--work-dir', str(work),
+           '--data-root', demo_root]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '[cls] started' in proc.stdout and 'Iter(train)' in proc.stdout  # progress shown
+
+    report = (work / 'report.md').read_text()
+    for heading in ('## Metrics', '## Pixel versus token input', '## Figures',
+                    '## Wall time per stage'):
+        assert heading in report
+    record = json.loads((work / 'metrics.json').read_text())
+    expected = {'tokenizer/psnr', 'tokenizer/code_usage', 'token_predictor/accuracy',
+                'addp/loss_first', 'addp/loss_last', 'generation/fid',
+                'generation/fid_start_repeated', 'generation/fid_noise', 'cls/top1',
+                'det/bbox_AP50', 'det/segm_AP50', 'seg/mIoU', 'token_input/cls/top1',
+                'token_input/det/bbox_AP50', 'token_input/seg/mIoU'}
+    assert expected <= set(record['metrics'])
+    assert all(math.isfinite(v) for v in record['metrics'].values())
+    assert set(record['bars']) == {'cls/top1', 'seg/mIoU', 'det/bbox_AP50', 'det/segm_AP50'}
+    for name in record['figures'].values():
+        assert (work / name).stat().st_size > 1000  # real PNGs
+        assert f']({name})' in report
+
+    # interrupted later: a stage without its marker and with a half-written
+    # checkpoint is redone; finished stages are not
+    seg = work / 'seg'
+    os.remove(seg / MARKER)
+    (seg / 'iter_10.pth').write_bytes(b'half-written')
+    before = {s: (work / s / MARKER).stat().st_mtime for s in ('tokenizer', 'addp', 'det')}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '[seg] found an unfinished run' in proc.stdout
+    assert '[tokenizer] done before' in proc.stdout
+    after = {s: (work / s / MARKER).stat().st_mtime for s in before}
+    assert after == before
+    assert (seg / MARKER).is_file()
+    assert json.loads((work / 'metrics.json').read_text())['metrics'].keys() == \
+        record['metrics'].keys()
