@@ -29,12 +29,14 @@ CONFIGS = dict(
     token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-1200i_demo.py',
     addp='configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py',
     cls='configs/imagenet/addp-vit-tiny-p8_1xb64-1500i_demo.py',
-    det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-1500i_demo.py',
-    seg='configs/upernet/upernet_addp-vit-tiny-p8_1xb8-1000i_demo-128x128.py',
+    det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-400i_demo.py',
+    seg='configs/upernet/upernet_addp-vit-tiny-p8_1xb8-600i_demo-128x128.py',
 )
 #: iterations per stage: the full demo (None: the config's own) and --quick
 ITERS = dict(
-    full=dict(tokenizer=None, token_predictor=None, addp=None, cls=None, det=None, seg=None),
+    # the pretraining configs' own schedules are longer (coarser, faster to
+    # learn codes after 400 tokenizer iterations); downstream: the configs' own
+    full=dict(tokenizer=400, token_predictor=600, addp=800, cls=None, det=None, seg=None),
     quick=dict(tokenizer=20, token_predictor=20, addp=20, cls=20, det=10, seg=10),
 )
 NUM_SAMPLES = dict(full=256, quick=16)
@@ -185,7 +187,7 @@ class Demo:
                              ('noise', gen['noise'])):
             out = osp.join(stage_dir, f'{name}.json')
             run_tool(['tools/eval_fid.py', folder, ref, '--feature-config', cls['config'],
-                      '--feature-checkpoint', cls['checkpoint'], '--input-size', '64', '--out', out],
+                      '--feature-checkpoint', cls['checkpoint'], '--out', out],
                      osp.join(stage_dir, 'run.log'))
             with open(out) as f:
                 metrics = json.load(f)

@@ -1,5 +1,5 @@
 # Fine-tuning the tiny ADDP ViT (width 128, 6 blocks, 8 px patches) on the
-# bundled 10-class digits (32 px images read at 64 px): the ImageNet recipe in
+# bundled 10-class digits (32 px): the ImageNet recipe in
 # miniature (layer decay, drop path, label smoothing, RandAugment-free: digits
 # do not survive flips). 2 CPU cores, a few minutes. Bar: top-1 >= 90 %.
 _base_ = ['../_base_/datasets/demo_imagenet.py', '../_base_/demo_runtime.py']
@@ -7,7 +7,7 @@ _base_ = ['../_base_/datasets/demo_imagenet.py', '../_base_/demo_runtime.py']
 # the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py);
 # set model.backbone.init_cfg=None to start from random weights
 pretrained = 'work_dirs/addp_vit-tiny-p8_1xb64-2000i_demo/iter_2000.pth'
-width, img_size = 128, 64
+width, img_size = 128, 32
 model = dict(
     type='ImageClassifier',
     backbone=dict(type='ADDPViT', arch=dict(embed_dims=width, num_layers=6, num_heads=4),

@@ -10,7 +10,6 @@ iterations and after training, with the tiny demo classifier as feature net)::
                  type='classifier',
                  config='configs/imagenet/addp-vit-tiny-p8_1xb64-1500i_demo.py',
                  checkpoint='work_dirs/addp-vit-tiny-p8_1xb64-1500i_demo/iter_1500.pth',
-                 input_size=64,  # that classifier reads the 32 px images at 64 px
                  is_splits=1),
              ref_dir='data/demo/pretrain/val'),
     ]

@@ -52,12 +52,12 @@ train_dataloader = dict(batch_size=8, sampler=dict(type='InfiniteSampler', shuff
                         batch_sampler=None)
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.1),
+    optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.1),
     constructor='BackboneLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.75, flat_decay_mult=0.0))
-max_iters = 1500
+max_iters = 400
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=40),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
          milestones=[int(max_iters * 0.8), int(max_iters * 0.93)], gamma=0.1),
 ]
