@@ -1,8 +1,8 @@
-# mmaddp: `make setup` builds .venv (idempotent), `make test` runs the tests
-# (setting up first when needed).
+# mmaddp: `make setup` builds .venv (idempotent), `make test` runs the tests,
+# `make demo` runs ADDP end to end on the bundled data (both set up first when needed).
 PY := .venv/bin/python
 
-.PHONY: setup test data
+.PHONY: setup test data demo
 
 setup:
 	bash tools/setup_env.sh
@@ -14,3 +14,8 @@ test: setup
 data: setup
 	@if [ -d data/demo ]; then echo "data/demo exists (rm -r data/demo to rebuild)"; \
 	else $(PY) tools/dataset_converters/make_demo_data.py --out data/demo; fi
+
+# ADDP end to end on the bundled data: work_dirs/demo/report.md + metrics.json
+# (finished stages are reused; an interrupted stage is redone)
+demo: data
+	$(PY) tools/run_demo.py --work-dir work_dirs/demo --data-root data/demo

@@ -60,6 +60,8 @@ class Demo:
         print(f'[demo {int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {msg}', flush=True)
 
     def stage(self, name, fn):
+        if name in self.records:  # already run (or reused) in this process
+            return self.records[name]['results']
         record = run_stage(self.work, name, fn, log=self.log)
         self.records[name] = record
         return record['results']
@@ -128,7 +130,7 @@ class Demo:
         out = self.train('token_predictor', stage_dir, options)
         m = out['metrics']
         return dict(checkpoint=out['checkpoint'], accuracy=m['token_predictor/accuracy'],
-                    majority_baseline=m['token_predictor/majority_accuracy'])
+                    majority_baseline=m['token_predictor/majority_baseline'])
 
     def addp_options(self, tok, pred) -> dict:
         return {'model.tokenizer.checkpoint': tok['checkpoint'],
@@ -168,7 +170,7 @@ class Demo:
             from mmengine.config import Config
             tokenizer = Config.fromfile(osp.join(ROOT, CONFIGS['addp'])).model.tokenizer.to_dict()
             tokenizer['checkpoint'] = tok['checkpoint']
-            options['model.backbone.token_input'] = dict(tokenizer=tokenizer)
+            options['model.backbone.token_input'] = dict(_delete_=True, tokenizer=tokenizer)
         out = self.train(task, stage_dir, options)
         m = out['metrics']
         if task == 'cls':

@@ -13,6 +13,7 @@ model = dict(
     backbone=dict(type='ADDPViT', arch=dict(embed_dims=width, num_layers=6, num_heads=4),
                   img_size=img_size, patch_size=8, out_type='avg_featmap', pre_norm=True,
                   final_norm=False, drop_path_rate=0.1,
+                  token_input=None,  # pixel-vs-token: dict(tokenizer=...) reads code ids
                   init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=None,
     head=dict(type='LinearClsHead', num_classes=10, in_channels=width,

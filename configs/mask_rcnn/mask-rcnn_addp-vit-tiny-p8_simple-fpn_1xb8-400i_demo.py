@@ -24,6 +24,7 @@ model = dict(
                   patch_size=8, out_type='featmap', out_indices=[-1], pre_norm=True,
                   with_cls_token=False, window_size=8, global_attn_indexes=(2, 5),
                   use_rel_pos=True, drop_path_rate=0.1,
+                  token_input=None,  # pixel-vs-token: dict(tokenizer=...) reads code ids
                   init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(_delete_=True, type='SimpleFeaturePyramid', in_channels=width,
               out_channels=channels, scale_factors=(2.0, 1.0, 0.5), num_outs=4,

@@ -23,6 +23,7 @@ model = dict(
                   arch=dict(embed_dims=width, num_layers=6, num_heads=4), img_size=128,
                   patch_size=8, out_type='featmap', out_indices=[1, 2, 3, 5], pre_norm=True,
                   final_norm=False, drop_path_rate=0.1,
+                  token_input=None,  # pixel-vs-token: dict(tokenizer=...) reads code ids
                   init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[width] * 4, out_channels=width, scales=[2, 1, 0.5, 0.25]),
     decode_head=dict(in_channels=[width] * 4, channels=64, num_classes=num_classes,

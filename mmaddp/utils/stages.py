@@ -99,7 +99,9 @@ def train_and_test(config: str, work_dir: str, options: List[str] = (),
     """
     log_file = osp.join(work_dir, 'run.log')
     extra = ['--cfg-options', *options] if options else []
-    run_tool(['tools/train.py', config, '--work-dir', work_dir, *extra], log_file, echo=echo)
+    # tools/test.py evaluates the final checkpoint; no validation pass before it
+    run_tool(['tools/train.py', config, '--work-dir', work_dir, '--no-validate', *extra],
+             log_file, echo=echo)
     ckpt = last_checkpoint(work_dir)
     metrics = {}
     if test:

@@ -43,7 +43,9 @@ class CodeTokenEmbed(nn.Module):
         if not isinstance(tokenizer, dict) or 'type' not in tokenizer:
             raise ValueError(f'token_input needs a tokenizer config dict with a type, got '
                              f'{tokenizer!r}')
-        built = MODELS.build(dict(tokenizer, frozen=True))
+        # the tokenizer lives in the mmpretrain scope whatever the task's scope is
+        scope = tokenizer.get('_scope_', 'mmpretrain')
+        built = MODELS.build(dict(tokenizer, frozen=True, _scope_=scope))
         if built.downsample_factor != patch_size:
             raise ValueError(f'The tokenizer downsamples by {built.downsample_factor}, but the '
                              f'encoder patch size is {patch_size}: one id per patch needs '
