@@ -224,13 +224,14 @@ class Demo:
         }
         metrics = {k: round(float(v), 4) for k, v in metrics.items()}
         seconds = {k: v['seconds'] for k, v in self.records.items()}
+        reused = sorted(k for k, v in self.records.items() if v['skipped'])
         bars = {k: dict(value=metrics[k], bar=b, met=metrics[k] >= b) for k, b in BARS.items()}
         figures = self.copy_figures(rec)
         write_json_atomic(osp.join(self.work, 'metrics.json'),
                           dict(mode=self.mode, metrics=metrics, bars=bars,
-                               stage_seconds=seconds, figures=figures))
+                               stage_seconds=seconds, reused_stages=reused, figures=figures))
         with open(osp.join(self.work, 'report.md.tmp'), 'w') as f:
-            f.write(render_report(self.mode, metrics, bars, seconds, figures))
+            f.write(render_report(self.mode, metrics, bars, seconds, reused, figures))
         os.replace(osp.join(self.work, 'report.md.tmp'), osp.join(self.work, 'report.md'))
         self.log(f'report: {osp.join(self.work, "report.md")}')
         self.log(f'metrics: {json.dumps(metrics)}')
@@ -296,7 +297,7 @@ def plot_loss_curve(curve, path: str) -> None:
     plt.close(fig)
 
 
-def render_report(mode, m, bars, seconds, figures) -> str:
+def render_report(mode, m, bars, seconds, reused, figures) -> str:
     def mark(key):
         return '' if key not in bars else (' (bar >= %g: %s)' % (bars[key]['bar'],
                                                                'met' if bars[key]['met'] else 'NOT met'))
@@ -335,10 +336,13 @@ def render_report(mode, m, bars, seconds, figures) -> str:
         '', '## Figures', '',
         f'![pretraining loss]({figures["loss_curve"]})', '',
         f'![samples]({figures["samples"]})', '',
-        '## Wall time per stage (s; 0 when reused from an earlier run)', '',
+        '## Wall time per stage', '',
+        'Seconds of the run that made each stage (stages reused from an earlier run '
+        'of the demo are marked).', '',
         '| stage | seconds |', '|---|---|',
     ]
-    lines += [f'| {k} | {v:.0f} |' for k, v in seconds.items()]
+    lines += [f'| {k} | {v:.0f}{" (reused)" if k in reused else ""} |'
+              for k, v in seconds.items()]
     lines += [f'| total | {sum(seconds.values()):.0f} |', '']
     return '\n'.join(lines)
 
