@@ -197,6 +197,10 @@ def test_classifier_feature_net(tmp_path, classifier_net):
     other = classifier_net.compute_metrics(a, b)
     assert same['fid'] == pytest.approx(0, abs=1e-6) and other['fid'] > 1e-3
     assert 1 - 1e-9 <= other['is_mean'] <= 2 + 1e-9  # 2 classes
+    # one split: IS = exp(mean KL(p(y|x) || p(y))), written out
+    p = probs.double()
+    ref_is = torch.exp((p * (p.log() - p.mean(0, keepdim=True).log())).sum(1).mean())
+    assert other['is_mean'] == pytest.approx(float(ref_is), rel=1e-6)
     # statistics prepared once give the same numbers
     prepared = classifier_net.prepare_reference(b)
     assert classifier_net.compute_metrics(a, prepared)['fid'] == pytest.approx(other['fid'])

@@ -14,6 +14,7 @@
 Images enter as a folder (searched recursively for PNG / JPEG files), a uint8
 tensor N x 3 x H x W (RGB), or a list of such tensors.
 """
+from abc import ABC, abstractmethod
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -136,7 +137,7 @@ def _stack_same_size(batch: List[torch.Tensor]) -> torch.Tensor:
 
 
 # ------------------------------------------------------------ feature nets
-class GenerationFeatureNet:
+class GenerationFeatureNet(ABC):
     """Computes ``dict(fid=..., is_mean=..., is_std=...)`` of generated
     ``samples`` against ``reference`` images.
 
@@ -148,8 +149,9 @@ class GenerationFeatureNet:
     def prepare_reference(self, reference: ImageSource):
         return reference
 
+    @abstractmethod
     def compute_metrics(self, samples: ImageSource, reference) -> Dict[str, float]:
-        raise NotImplementedError
+        """FID / IS of ``samples`` against a prepared ``reference``."""
 
 
 class InceptionFeatureNet(GenerationFeatureNet):
