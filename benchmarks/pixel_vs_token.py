@@ -53,11 +53,12 @@ def main():
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/demo')
     parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--jobs', type=int, default=2, help='runs at once (see tools/run_demo.py)')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'pixel_vs_token.md'))
     args = parser.parse_args()
     start = time.time()
-    demo = Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full')
+    demo = Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full', jobs=args.jobs)
     table = demo.pixel_vs_token()
     with open(args.out, 'w') as f:
         f.write(render(table, demo, time.time() - start))

@@ -17,6 +17,7 @@ import os.path as osp
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -28,8 +29,8 @@ CONFIGS = dict(
     tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny_1xb64-1200i_demo.py',
     token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-1200i_demo.py',
     addp='configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py',
-    cls='configs/imagenet/addp-vit-tiny-p8_1xb64-1500i_demo.py',
-    det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-400i_demo.py',
+    cls='configs/imagenet/addp-vit-tiny-p8_1xb64-5000i_demo.py',
+    det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-500i_demo.py',
     seg='configs/upernet/upernet_addp-vit-tiny-p8_1xb8-600i_demo-128x128.py',
 )
 #: iterations per stage: the full demo (None: the config's own) and --quick
@@ -46,10 +47,16 @@ BARS = {'cls/top1': 90.0, 'seg/mIoU': 50.0, 'det/bbox_AP50': 50.0, 'det/segm_AP5
 
 class Demo:
 
-    def __init__(self, work_dir: str, data_root: str, mode: str):
+    def __init__(self, work_dir: str, data_root: str, mode: str, jobs: int = 2):
         self.work = osp.abspath(work_dir)
         self.data = osp.abspath(data_root)
         self.mode = mode
+        # the pixel and token runs of a task are independent: ``jobs`` of them
+        # at once, each with its share of the cores (small models use one
+        # core far better than two)
+        self.jobs = max(1, jobs)
+        threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        self.job_env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         self.records = {}
         os.makedirs(self.work, exist_ok=True)
         self.start = time.time()
@@ -76,9 +83,11 @@ class Demo:
         root = osp.join(self.data, part) + '/'
         return {f'{k}_dataloader.dataset.data_root': root for k in keys}
 
-    def train(self, key, stage_dir, options, test=True):
+    def train(self, key, stage_dir, options, test=True, env=None):
         cfg = self.config(key, stage_dir, options)
-        return train_and_test(cfg, stage_dir, test=test, echo=self.log)
+        name = osp.basename(stage_dir)
+        return train_and_test(cfg, stage_dir, test=test, env=env,
+                              echo=lambda line: self.log(f'[{name}] {line.strip()}'))
 
     # --------------------------------------------------------------- stages
     def pretrain(self):
@@ -92,22 +101,24 @@ class Demo:
     def run(self):
         tok, pred, addp = self.pretrain()
         gen = self.stage('generation', lambda d: self.generate(d, tok, pred, addp))
-        cls = self.stage('cls', lambda d: self.transfer('cls', d, addp, tok))
-        self.stage('fid', lambda d: self.fid(d, gen, cls))
-        self.pixel_vs_token(tok, addp)
+        table = self.pixel_vs_token(tok, addp)
+        self.stage('fid', lambda d: self.fid(d, gen, table['cls'][0]))
         self.report()
 
     def pixel_vs_token(self, tok=None, addp=None):
         """The three tiny tasks from the same ADDP checkpoint, reading pixels
-        and reading the tokenizer's code ids; returns {task: (pixel, token)}."""
+        and reading the tokenizer's code ids (the two runs of a task side by
+        side when ``jobs`` > 1); returns {task: (pixel, token)}."""
         if addp is None:
             tok, _, addp = self.pretrain()
         table = {}
-        for task in ('cls', 'det', 'seg'):
-            pixel = self.stage(task, lambda d, task=task: self.transfer(task, d, addp, tok))
-            token = self.stage(f'{task}_token', lambda d, task=task: self.transfer(
-                task, d, addp, tok, token_input=True))
-            table[task] = (pixel, token)
+        env = self.job_env if self.jobs > 1 else None
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            for task in ('cls', 'det', 'seg'):
+                runs = [pool.submit(self.stage, name, lambda d, task=task, token=token:
+                                    self.transfer(task, d, addp, tok, token_input=token, env=env))
+                        for name, token in ((task, False), (f'{task}_token', True))]
+                table[task] = tuple(run.result() for run in runs)
         return table
 
     def make_data(self, stage_dir):
@@ -158,7 +169,7 @@ class Demo:
                     start_repeated=osp.join(stage_dir, 'start_repeated'),
                     noise=osp.join(stage_dir, 'noise'))
 
-    def transfer(self, task, stage_dir, addp, tok, token_input=False):
+    def transfer(self, task, stage_dir, addp, tok, token_input=False, env=None):
         part = dict(cls='imagenet', det='coco', seg='ade')[task]
         options = self.data_options(part)
         options['model.backbone.init_cfg.checkpoint'] = addp['checkpoint']
@@ -171,7 +182,7 @@ class Demo:
             tokenizer = Config.fromfile(osp.join(ROOT, CONFIGS['addp'])).model.tokenizer.to_dict()
             tokenizer['checkpoint'] = tok['checkpoint']
             options['model.backbone.token_input'] = dict(_delete_=True, tokenizer=tokenizer)
-        out = self.train(task, stage_dir, options)
+        out = self.train(task, stage_dir, options, env=env)
         m = out['metrics']
         if task == 'cls':
             results = dict(top1=m['accuracy/top1'])
@@ -354,8 +365,11 @@ def main():
                         help='the bundled data (built here when missing)')
     parser.add_argument('--quick', action='store_true',
                         help='a few iterations per stage: checks the plumbing, not the numbers')
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='fine-tuning runs at once (pixel and token input of a task), '
+                        'each with cores / jobs threads; 1 runs them one after the other')
     args = parser.parse_args()
-    Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full').run()
+    Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full', jobs=args.jobs).run()
 
 
 if __name__ == '__main__':

@@ -1,14 +1,14 @@
-# ADDP pretraining of a tiny ViT (width 128, 6 blocks, 8 px patches) on the
+# ADDP pretraining of a tiny ViT (width 64, 4 blocks, 8 px patches) on the
 # bundled 32 px corpus with the tiny tokenizer and token predictor trained by
 # configs/vq_tokenizer and configs/token_predictor. 2 CPU cores, about 10 minutes.
 _base_ = ['../_base_/datasets/demo_pretrain.py', '../_base_/demo_runtime.py']
 
 tokenizer_checkpoint = 'work_dirs/vq-tokenizer-tiny_1xb64-1200i_demo/iter_1200.pth'
 token_predictor_checkpoint = 'work_dirs/token-predictor-tiny_1xb64-1200i_demo/iter_1200.pth'
-num_codes, width = 128, 128
+num_codes, width = 128, 64
 model = dict(
     type='ADDP',
-    backbone=dict(type='ADDPViT', arch=dict(embed_dims=width, num_layers=6, num_heads=4),
+    backbone=dict(type='ADDPViT', arch=dict(embed_dims=width, num_layers=4, num_heads=4),
                   img_size=32, patch_size=8, out_type='raw', pre_norm=True,
                   drop_rate=0.1, attn_drop_rate=0.1),
     neck=dict(type='TokenDecoder', in_channels=width, embed_dims=width, depth=2, num_heads=4,

@@ -1,4 +1,4 @@
-# UperNet + auxiliary FCN head on the tiny ADDP ViT (width 128, 6 blocks, 8 px
+# UperNet + auxiliary FCN head on the tiny ADDP ViT (width 64, 4 blocks, 8 px
 # patches) for the bundled digit scenes (128 px, background + 10 classes): the
 # ADE20K recipe in miniature (4 blocks of the stride-8 map rescaled to strides
 # 4/8/16/32 by mmseg's MultiLevelNeck,
@@ -13,15 +13,15 @@ custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
 # the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py);
 # set model.backbone.init_cfg=None to start from random weights
 pretrained = 'work_dirs/addp_vit-tiny-p8_1xb64-2000i_demo/iter_2000.pth'
-width, num_classes = 128, 11
+width, num_classes = 64, 11
 norm_cfg = dict(type='BN', requires_grad=True)
 data_preprocessor = dict(size=(128, 128))
 model = dict(
     pretrained=None,
     data_preprocessor=data_preprocessor,
     backbone=dict(_delete_=True, type='ADDPViT',
-                  arch=dict(embed_dims=width, num_layers=6, num_heads=4), img_size=128,
-                  patch_size=8, out_type='featmap', out_indices=[1, 2, 3, 5], pre_norm=True,
+                  arch=dict(embed_dims=width, num_layers=4, num_heads=4), img_size=128,
+                  patch_size=8, out_type='featmap', out_indices=[0, 1, 2, 3], pre_norm=True,
                   final_norm=False, drop_path_rate=0.1,
                   token_input=None,  # pixel-vs-token: dict(tokenizer=...) reads code ids
                   init_cfg=dict(type='Pretrained', checkpoint=pretrained)),

@@ -34,7 +34,7 @@ SEG_PALETTE = [[0, 0, 0]] + [[int(255 * v) for v in colorsys.hsv_to_rgb(i / 10, 
                              for i in range(10)]
 
 #: image counts of each part (train, val)
-SIZES = dict(pretrain=(2000, 500), imagenet=(1000, 500), coco=(400, 100), ade=(400, 100))
+SIZES = dict(pretrain=(5000, 500), imagenet=(30000, 500), coco=(2000, 100), ade=(2000, 100))
 SMALL_SIZE = 32     # pretraining and classification images
 SCENE_SIZE = 128    # detection and segmentation images
 MAX_OBJECTS = 4
