@@ -16,6 +16,7 @@ import os
 import os.path as osp
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,6 +58,8 @@ class Demo:
         self.jobs = max(1, jobs)
         threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
         self.job_env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        # mmengine's Config.fromfile is not thread-safe (pkg_resources lookups)
+        self.config_lock = threading.Lock()
         self.records = {}
         os.makedirs(self.work, exist_ok=True)
         self.start = time.time()
@@ -76,8 +79,9 @@ class Demo:
     def config(self, key: str, stage_dir: str, options: dict) -> str:
         """The stage's flat config: data roots on the bundled data, the
         previous stages' checkpoints, the demo's iteration count."""
-        return prepare_config(osp.join(ROOT, CONFIGS[key]), osp.join(stage_dir, 'config.py'),
-                              options, max_iters=ITERS[self.mode][key])
+        with self.config_lock:
+            return prepare_config(osp.join(ROOT, CONFIGS[key]), osp.join(stage_dir, 'config.py'),
+                                  options, max_iters=ITERS[self.mode][key])
 
     def data_options(self, part: str, keys=('train', 'val', 'test')) -> dict:
         root = osp.join(self.data, part) + '/'
@@ -107,18 +111,25 @@ class Demo:
 
     def pixel_vs_token(self, tok=None, addp=None):
         """The three tiny tasks from the same ADDP checkpoint, reading pixels
-        and reading the tokenizer's code ids (the two runs of a task side by
-        side when ``jobs`` > 1); returns {task: (pixel, token)}."""
+        and reading the tokenizer's code ids (``jobs`` runs at a time, in the
+        order cls, cls_token, det, ...); returns {task: (pixel, token)}."""
         if addp is None:
             tok, _, addp = self.pretrain()
         table = {}
         env = self.job_env if self.jobs > 1 else None
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            for task in ('cls', 'det', 'seg'):
-                runs = [pool.submit(self.stage, name, lambda d, task=task, token=token:
-                                    self.transfer(task, d, addp, tok, token_input=token, env=env))
-                        for name, token in ((task, False), (f'{task}_token', True))]
-                table[task] = tuple(run.result() for run in runs)
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:  # a free core takes the next run
+            runs = {(task, token): pool.submit(
+                self.stage, f'{task}_token' if token else task,
+                lambda d, task=task, token=token: self.transfer(task, d, addp, tok,
+                                                                token_input=token, env=env))
+                for task in ('cls', 'det', 'seg') for token in (False, True)}
+            try:
+                for task in ('cls', 'det', 'seg'):
+                    table[task] = (runs[task, False].result(), runs[task, True].result())
+            except BaseException:  # a failed run: start no further ones
+                for run in runs.values():
+                    run.cancel()
+                raise
         return table
 
     def make_data(self, stage_dir):
@@ -179,7 +190,9 @@ class Demo:
             options['test_evaluator.ann_file'] = ann
         if token_input:
             from mmengine.config import Config
-            tokenizer = Config.fromfile(osp.join(ROOT, CONFIGS['addp'])).model.tokenizer.to_dict()
+            with self.config_lock:
+                tokenizer = Config.fromfile(
+                    osp.join(ROOT, CONFIGS['addp'])).model.tokenizer.to_dict()
             tokenizer['checkpoint'] = tok['checkpoint']
             options['model.backbone.token_input'] = dict(_delete_=True, tokenizer=tokenizer)
         out = self.train(task, stage_dir, options, env=env)

@@ -19,7 +19,10 @@ model = dict(
     neck=None,
     head=dict(type='LinearClsHead', num_classes=10, in_channels=width,
               loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-              init_cfg=[dict(type='TruncNormal', layer='Linear', std=2e-5)]))
+              # mmpretrain's default head init (normal, std 0.01), not MAE's 2e-5:
+              # with the tiny pretraining's weak features a near-zero head
+              # kept the loss at ln(10) for 1,000+ iterations
+              init_cfg=dict(type='Normal', layer='Linear', std=0.01)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
