@@ -27,7 +27,7 @@ METRICS = dict(cls=[('top1', 'top-1 (%)')],
                det=[('bbox_AP50', 'box AP50'), ('segm_AP50', 'mask AP50'),
                     ('bbox_AP', 'box AP'), ('segm_AP', 'mask AP')],
                seg=[('mIoU', 'mIoU'), ('aAcc', 'pixel acc. (%)')])
-TASKS = dict(cls='classification (10 digits, 32 px read at 64)',
+TASKS = dict(cls='classification (10 digits, 32 px)',
              det='Mask R-CNN (digit scenes, 128 px)', seg='UperNet (digit scenes, 128 px)')
 
 
@@ -45,6 +45,15 @@ def render(table, demo: Demo, wall: float) -> str:
         for key, label in METRICS[task]:
             lines.append(f'| {TASKS[task]} | {label} | {pixel[key]:.2f} | {token[key]:.2f} | '
                          f'`{CONFIGS[task]}` |')
+    seconds = {k: v['seconds'] for k, v in demo.records.items()}
+    lines += ['', 'Wall time of each run (s, as recorded by the run that made it; the token '
+              'runs also encode every image with the frozen tokenizer): ' + ', '.join(
+                  f'{k} {seconds[k]:.0f}' for k in sorted(seconds)
+                  if k.split('_')[0] in table) + '.']
+    if 'seg' in table and table['seg'][0]['mIoU'] == table['seg'][1]['mIoU'] \
+            and table['seg'][0]['aAcc'] == table['seg'][1]['aAcc']:
+        lines += ['', 'Both UperNet runs predict background everywhere (identical mIoU and '
+                  'pixel accuracy): that row compares nothing yet.']
     return '\n'.join(lines) + '\n'
 
 
