@@ -110,3 +110,28 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
     assert (seg / MARKER).is_file()
     assert json.loads((work / 'metrics.json').read_text())['metrics'].keys() == \
         record['metrics'].keys()
+
+
+def test_failed_fine_tuning_run_starts_no_further_ones(tmp_path, monkeypatch):
+    """The six fine-tuning runs share a worker pool: when one fails, the runs
+    not yet started are cancelled and the error reaches the caller."""
+    import time
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import run_demo
+
+    started = []
+
+    def fake_transfer(self, task, stage_dir, addp, tok, token_input=False, env=None):
+        started.append(osp.basename(stage_dir))
+        if task == 'cls' and not token_input:
+            raise RuntimeError('boom')
+        time.sleep(0.5)  # keep the worker busy while the failure is handled
+        return {}
+
+    monkeypatch.setattr(run_demo.Demo, 'transfer', fake_transfer)
+    demo = run_demo.Demo(str(tmp_path / 'work'), str(tmp_path / 'data'), 'quick', jobs=1)
+    with pytest.raises(RuntimeError, match='boom'):
+        demo.pixel_vs_token(tok={}, addp={})
+    assert started[0] == 'cls' and set(started) <= {'cls', 'cls_token'}
+    assert not (tmp_path / 'work' / 'cls' / MARKER).exists()
+    assert not any((tmp_path / 'work' / s).exists() for s in ('det', 'seg', 'seg_token'))
