@@ -44,8 +44,9 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='LearningRateDecayOptimWrapperConstructor',
     # mmpretrain's constructor with decay rate 1: the tiny pretraining teaches
-    # the early blocks little (fine-tuning from it learns like random init),
-    # and decay 0.75 cost 12 points of top-1 in 6,000 iterations (73 vs 85 %)
+    # the early blocks little (fine-tuning from it learns like random init);
+    # with decay 0.75 (and MAE's head init) this ViT reached 73 % top-1 in
+    # 6,000 iterations, without decay 85 % after 4,750 (plain training loop)
     paramwise_cfg=dict(layer_decay_rate=1.0, flat_decay_mult=0.0,
                        custom_keys={'.cls_token': dict(decay_mult=0.0),
                                     '.pos_embed': dict(decay_mult=0.0)}))
