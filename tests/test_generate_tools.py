@@ -196,7 +196,6 @@ def test_classifier_feature_net(tmp_path, classifier_net):
     same = classifier_net.compute_metrics(a, a)
     other = classifier_net.compute_metrics(a, b)
     assert same['fid'] == pytest.approx(0, abs=1e-6) and other['fid'] > 1e-3
-    assert 1 - 1e-9 <= other['is_mean'] <= 2 + 1e-9  # 2 classes
     # one split: IS = exp(mean KL(p(y|x) || p(y))), written out
     p = probs.double()
     ref_is = torch.exp((p * (p.log() - p.mean(0, keepdim=True).log())).sum(1).mean())
@@ -345,19 +344,28 @@ def test_generate_refuses_bad_input(tmp_path, tiny_generator):
     assert sorted(os.listdir(out)) == ['000000.png', '000001.png', 'grid.png', 'notes.txt']
 
 
-def test_eval_fid_tool_with_a_classifier(tmp_path, tiny_generator, tiny_cls_root):
+def test_eval_fid_tool_with_a_classifier(tmp_path, tiny_generator, tiny_cls_root,
+                                         classifier_net):
+    from mmaddp.evaluation.generation_metrics import UInt8Images
     generate, eval_fid = _load_tool('generate'), _load_tool('eval_fid')
     samples = tmp_path / 'samples'
     generate.main([tiny_generator['nodata'], tiny_generator['checkpoint'], '--out',
                    str(samples), '--num-samples', '6', '--steps', '2'])
+    ckpt = tmp_path / 'feature_net.pth'  # the fixture's classifier, so IS can be written out
+    torch.save({'state_dict': classifier_net.model.state_dict()}, ckpt)
     record = eval_fid.main([str(samples), osp.join(tiny_cls_root, 'val'), '--feature-config',
-                            CLS_CFG, '--splits', '1', '--out', str(tmp_path / 'fid.json')])
+                            CLS_CFG, '--feature-checkpoint', str(ckpt), '--splits', '1',
+                            '--out', str(tmp_path / 'fid.json')])
     with open(tmp_path / 'fid.json') as f:
         saved = json.load(f)
     assert saved == record and record['num_samples'] == 6  # grid.png left out
     assert record['num_reference'] == 8 and record['network'] == 'classifier'
     assert math.isfinite(record['fid']) and record['fid'] > 0
-    assert 1 - 1e-9 <= record['is_mean'] <= 2 + 1e-9
+    # IS of the files the tool read (grid.png left out), written out
+    images = UInt8Images(str(samples), exclude=('grid.png', ))
+    p = classifier_net.features(torch.stack([images[i] for i in range(len(images))]))[1].double()
+    ref_is = torch.exp((p * (p.log() - p.mean(0, keepdim=True).log())).sum(1).mean())
+    assert record['is_mean'] == pytest.approx(float(ref_is), rel=1e-6)
     with pytest.raises(FileNotFoundError, match='Image folder not found'):
         eval_fid.main([str(tmp_path / 'none'), str(samples), '--feature-config', CLS_CFG])
 
