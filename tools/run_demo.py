@@ -16,15 +16,14 @@ import os
 import os.path as osp
 import shutil
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from mmaddp.utils.stages import (prepare_config, run_stage, run_tool,  # noqa: E402
-                                 train_and_test, write_json_atomic)
+from mmaddp.utils.stages import (load_config, prepare_config, run_stage,  # noqa: E402
+                                 run_tool, train_and_test, write_json_atomic)
 
 CONFIGS = dict(
     tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny_1xb64-1200i_demo.py',
@@ -52,14 +51,12 @@ class Demo:
         self.work = osp.abspath(work_dir)
         self.data = osp.abspath(data_root)
         self.mode = mode
-        # the pixel and token runs of a task are independent: ``jobs`` of them
-        # at once, each with its share of the cores (small models use one
-        # core far better than two)
+        # the six fine-tuning runs are independent: ``jobs`` of them at once,
+        # each with its share of the cores (small models use one core far
+        # better than two)
         self.jobs = max(1, jobs)
         threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
         self.job_env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        # mmengine's Config.fromfile is not thread-safe (pkg_resources lookups)
-        self.config_lock = threading.Lock()
         self.records = {}
         os.makedirs(self.work, exist_ok=True)
         self.start = time.time()
@@ -79,9 +76,8 @@ class Demo:
     def config(self, key: str, stage_dir: str, options: dict) -> str:
         """The stage's flat config: data roots on the bundled data, the
         previous stages' checkpoints, the demo's iteration count."""
-        with self.config_lock:
-            return prepare_config(osp.join(ROOT, CONFIGS[key]), osp.join(stage_dir, 'config.py'),
-                                  options, max_iters=ITERS[self.mode][key])
+        return prepare_config(osp.join(ROOT, CONFIGS[key]), osp.join(stage_dir, 'config.py'),
+                              options, max_iters=ITERS[self.mode][key])
 
     def data_options(self, part: str, keys=('train', 'val', 'test')) -> dict:
         root = osp.join(self.data, part) + '/'
@@ -189,10 +185,7 @@ class Demo:
             options['val_evaluator.ann_file'] = ann
             options['test_evaluator.ann_file'] = ann
         if token_input:
-            from mmengine.config import Config
-            with self.config_lock:
-                tokenizer = Config.fromfile(
-                    osp.join(ROOT, CONFIGS['addp'])).model.tokenizer.to_dict()
+            tokenizer = load_config(osp.join(ROOT, CONFIGS['addp'])).model.tokenizer.to_dict()
             tokenizer['checkpoint'] = tok['checkpoint']
             options['model.backbone.token_input'] = dict(_delete_=True, tokenizer=tokenizer)
         out = self.train(task, stage_dir, options, env=env)
@@ -379,7 +372,7 @@ def main():
     parser.add_argument('--quick', action='store_true',
                         help='a few iterations per stage: checks the plumbing, not the numbers')
     parser.add_argument('--jobs', type=int, default=2,
-                        help='fine-tuning runs at once (pixel and token input of a task), '
+                        help='fine-tuning runs at once (pixel / token input x 3 tasks), '
                         'each with cores / jobs threads; 1 runs them one after the other')
     args = parser.parse_args()
     Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full', jobs=args.jobs).run()

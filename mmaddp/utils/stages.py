@@ -12,10 +12,14 @@ import os.path as osp
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable, Dict, List, Optional
 
 MARKER = 'DONE.json'
+#: mmengine's ``Config.fromfile`` is not thread-safe (its pkg_resources lookups
+#: raise TypeError when two threads parse configs at once)
+_CONFIG_LOCK = threading.Lock()
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
@@ -155,6 +159,13 @@ def _drop_delete_keys(node):
     return node
 
 
+def load_config(path: str):
+    """``Config.fromfile``, safe to call from several threads."""
+    from mmengine.config import Config
+    with _CONFIG_LOCK:
+        return Config.fromfile(path)
+
+
 def prepare_config(src: str, dst: str, options: Optional[dict] = None,
                    max_iters: Optional[int] = None) -> str:
     """Write ``src`` with ``options`` merged (unknown keys refused) and,
@@ -163,7 +174,7 @@ def prepare_config(src: str, dst: str, options: Optional[dict] = None,
     from mmengine.config import Config
 
     from .config import merge_cfg_options_strict
-    cfg = Config.fromfile(src)
+    cfg = load_config(src)
     if options:
         merge_cfg_options_strict(cfg, options)
     if max_iters is not None:

@@ -9,7 +9,7 @@ iterations and after training, with the tiny demo classifier as feature net)::
              feature_net=dict(
                  type='classifier',
                  config='configs/imagenet/addp-vit-tiny-p8_1xb64-5000i_demo.py',
-                 checkpoint='work_dirs/addp-vit-tiny-p8_1xb64-5000i_demo/iter_1500.pth',
+                 checkpoint='work_dirs/addp-vit-tiny-p8_1xb64-5000i_demo/iter_5000.pth',
                  is_splits=1),
              ref_dir='data/demo/pretrain/val'),
     ]
