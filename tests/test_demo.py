@@ -121,7 +121,7 @@ def test_failed_fine_tuning_run_starts_no_further_ones(tmp_path, monkeypatch):
 
     started = []
 
-    def fake_transfer(self, task, stage_dir, addp, tok, token_input=False, env=None):
+    def fake_transfer(self, task, stage_dir, init, tok, token_input=False, env=None):
         started.append(osp.basename(stage_dir))
         if task == 'cls' and not token_input:
             raise RuntimeError('boom')
@@ -131,7 +131,37 @@ def test_failed_fine_tuning_run_starts_no_further_ones(tmp_path, monkeypatch):
     monkeypatch.setattr(run_demo.Demo, 'transfer', fake_transfer)
     demo = run_demo.Demo(str(tmp_path / 'work'), str(tmp_path / 'data'), 'quick', jobs=1)
     with pytest.raises(RuntimeError, match='boom'):
-        demo.pixel_vs_token(tok={}, addp={})
+        demo.pixel_vs_token(tok={}, addp=dict(checkpoint='addp.pth'))
     assert started[0] == 'cls' and set(started) <= {'cls', 'cls_token'}
     assert not (tmp_path / 'work' / 'cls' / MARKER).exists()
     assert not any((tmp_path / 'work' / s).exists() for s in ('det', 'seg', 'seg_token'))
+
+
+@pytest.mark.parametrize('jobs', [1, 2, 3])
+def test_seg_runs_start_from_their_classification_runs(tmp_path, monkeypatch, jobs):
+    """cls and det fine-tune the ADDP checkpoint; seg waits for the cls run of
+    the same input (pixels or code ids) and starts from its checkpoint."""
+    import threading
+    import time
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import run_demo
+
+    inits, lock = {}, threading.Lock()
+
+    def fake_transfer(self, task, stage_dir, init, tok, token_input=False, env=None):
+        name = osp.basename(stage_dir)
+        with lock:
+            inits[name] = (init, time.monotonic())
+        time.sleep(0.3 if task == 'cls' else 0.05)
+        return dict(checkpoint=f'{name}.pth', done=time.monotonic())
+
+    monkeypatch.setattr(run_demo.Demo, 'transfer', fake_transfer)
+    demo = run_demo.Demo(str(tmp_path / 'work'), str(tmp_path / 'data'), 'quick', jobs=jobs)
+    table = demo.pixel_vs_token(tok={}, addp=dict(checkpoint='addp.pth'))
+    assert {k: v[0] for k, v in inits.items()} == {
+        'cls': 'addp.pth', 'cls_token': 'addp.pth', 'det': 'addp.pth', 'det_token': 'addp.pth',
+        'seg': 'cls.pth', 'seg_token': 'cls_token.pth'}
+    # a seg run begins only after its classification run has finished
+    assert inits['seg'][1] >= table['cls'][0]['done']
+    assert inits['seg_token'][1] >= table['cls'][1]['done']
+    assert [r['checkpoint'] for r in table['seg']] == ['seg.pth', 'seg_token.pth']

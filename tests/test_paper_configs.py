@@ -253,9 +253,9 @@ def test_ade20k_recipe(rel):
     assert tuple(backbone.img_size) == ADE['crop']
     assert tuple(backbone.out_indices) == ADE_INDICES[size]
     assert backbone.drop_path_rate == ADE_DROP_PATH[size]
-    # 1/16 features rescaled to strides 4/8/16/32
-    assert model.neck.type == 'MultiLevelNeck' and list(model.neck.scales) == [4, 2, 1, 0.5]
-    assert list(model.neck.in_channels) == [width] * 4
+    # 1/16 features rescaled to strides 4/8/16/32 by MAE/BEiT's deconvolution pyramid
+    assert model.neck.type == 'Feature2Pyramid' and list(model.neck.rescales) == [4, 2, 1, 0.5]
+    assert model.neck.embed_dim == width
     assert model.decode_head.type == 'UPerHead' and model.decode_head.num_classes == 150
     assert list(model.decode_head.in_channels) == [width] * 4
     assert model.auxiliary_head.type == 'FCNHead' and model.auxiliary_head.num_classes == 150

@@ -79,3 +79,29 @@ def test_patch_size_must_match_tokenizer(tokenizer_file):
                 token_input=dict(tokenizer=dict(TOKENIZER, checkpoint=path)))
     with pytest.raises(ValueError, match='tokenizer config'):
         ADDPViT(arch='pico', img_size=32, patch_size=8, token_input=dict(tokenizer=None))
+
+
+def test_fine_tuned_code_id_encoder_loads_into_another_one(tokenizer_file, tmp_path):
+    """A token-input run's checkpoint (e.g. classification) starts another
+    token-input model (segmentation) with its code embedding and blocks; a
+    pixel-input model refuses it by name."""
+    path, _ = tokenizer_file
+    torch.manual_seed(1)
+    source = make(path)
+    with torch.no_grad():
+        source.patch_embed.embedding.weight.normal_()
+    ckpt = tmp_path / 'cls_token.pth'
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in source.state_dict().items()}),
+               ckpt)
+    target = ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2), img_size=64,
+                     patch_size=8, out_type='featmap',
+                     token_input=dict(tokenizer=dict(TOKENIZER, checkpoint=path)),
+                     init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    target.init_weights()
+    assert torch.equal(target.patch_embed.embedding.weight, source.patch_embed.embedding.weight)
+    assert torch.equal(target.blocks[1].mlp.fc2.weight, source.blocks[1].mlp.fc2.weight)
+    assert target.pos_embed.shape[1] == 1 + 8 * 8  # resized from 4 x 4
+    pixels = ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2), img_size=32,
+                     patch_size=8, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    with pytest.raises(ValueError, match='reads tokenizer code ids.*set token_input'):
+        pixels.init_weights()

@@ -6,7 +6,9 @@ Stages (each reuses the previous stages' checkpoints and is skipped when its
 folder holds a DONE.json; an interrupted stage is wiped and redone):
 data -> tokenizer -> token_predictor -> addp -> generation -> cls -> fid ->
 det -> seg -> cls_token / det_token / seg_token (pixel-versus-token input) ->
-report (WORK_DIR/report.md, WORK_DIR/metrics.json, figures).
+report (WORK_DIR/report.md, WORK_DIR/metrics.json, figures). cls and det start
+from the ADDP checkpoint; seg from the cls run's checkpoint (intermediate
+fine-tuning, see the UperNet config), seg_token from cls_token's.
 ``--quick`` runs a few iterations per stage (for tests): the plumbing, not
 the numbers.
 """
@@ -29,9 +31,9 @@ CONFIGS = dict(
     tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny_1xb64-1200i_demo.py',
     token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-1200i_demo.py',
     addp='configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py',
-    cls='configs/imagenet/addp-vit-tiny-p8_1xb64-5000i_demo.py',
+    cls='configs/imagenet/addp-vit-tiny-p8_1xb64-8000i_demo.py',
     det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-500i_demo.py',
-    seg='configs/upernet/upernet_addp-vit-tiny-p8_1xb8-600i_demo-128x128.py',
+    seg='configs/upernet/upernet_addp-vit-tiny-p8_1xb8-1200i_demo-80x80.py',
 )
 #: iterations per stage: the full demo (None: the config's own) and --quick
 ITERS = dict(
@@ -106,19 +108,31 @@ class Demo:
         self.report()
 
     def pixel_vs_token(self, tok=None, addp=None):
-        """The three tiny tasks from the same ADDP checkpoint, reading pixels
-        and reading the tokenizer's code ids (``jobs`` runs at a time, in the
-        order cls, cls_token, det, ...); returns {task: (pixel, token)}."""
+        """The three tiny tasks, reading pixels and reading the tokenizer's
+        code ids (``jobs`` runs at a time, in the order cls, cls_token, det,
+        ...; seg starts from its cls run); returns {task: (pixel, token)}."""
         if addp is None:
             tok, _, addp = self.pretrain()
         table = {}
         env = self.job_env if self.jobs > 1 else None
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:  # a free core takes the next run
-            runs = {(task, token): pool.submit(
-                self.stage, f'{task}_token' if token else task,
-                lambda d, task=task, token=token: self.transfer(task, d, addp, tok,
-                                                                token_input=token, env=env))
-                for task in ('cls', 'det', 'seg') for token in (False, True)}
+
+        def init(task, token):
+            """The checkpoint a run starts from: seg waits for its cls run."""
+            if task != 'seg':
+                return addp['checkpoint']
+            return runs['cls', token].result()['checkpoint']
+
+        # a free core takes the next run; FIFO order puts every cls run ahead
+        # of the seg run that waits for it, so a waiting run never blocks the
+        # run it waits for
+        runs = {}
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            for task in ('cls', 'det', 'seg'):
+                for token in (False, True):
+                    runs[task, token] = pool.submit(
+                        self.stage, f'{task}_token' if token else task,
+                        lambda d, task=task, token=token: self.transfer(
+                            task, d, init(task, token), tok, token_input=token, env=env))
             try:
                 for task in ('cls', 'det', 'seg'):
                     table[task] = (runs[task, False].result(), runs[task, True].result())
@@ -176,10 +190,11 @@ class Demo:
                     start_repeated=osp.join(stage_dir, 'start_repeated'),
                     noise=osp.join(stage_dir, 'noise'))
 
-    def transfer(self, task, stage_dir, addp, tok, token_input=False, env=None):
+    def transfer(self, task, stage_dir, init, tok, token_input=False, env=None):
+        """Fine-tune and test one tiny task from the checkpoint ``init``."""
         part = dict(cls='imagenet', det='coco', seg='ade')[task]
         options = self.data_options(part)
-        options['model.backbone.init_cfg.checkpoint'] = addp['checkpoint']
+        options['model.backbone.init_cfg.checkpoint'] = init
         if task == 'det':
             ann = osp.join(self.data, 'coco', 'annotations', 'instances_val2017.json')
             options['val_evaluator.ann_file'] = ann

@@ -2,7 +2,8 @@
 # 160k iterations. Target: mIoU 48.1 (published, ADDP ViT-B/16; no code was
 # released, so this follows the MAE/BEiT recipe the paper names).
 # Features of blocks 4/6/8/12 (indices 3, 5, 7, 11) are rescaled to strides
-# 4/8/16/32 by mmseg's MultiLevelNeck (x4, x2, x1, x0.5); UPerHead on all four,
+# 4/8/16/32 by mmseg's Feature2Pyramid, the MAE/BEiT neck (x4 and x2 by
+# transposed convolutions, x1, x0.5 by max pooling); UPerHead on all four,
 # auxiliary FCNHead (weight 0.4) on the stride-16 level. AdamW lr 1e-4
 # (0.9, 0.999), wd 0.05 (none on 1-D parameters, class token, position
 # embedding), layer decay 0.65 over the backbone blocks, 1500 linear warm-up
@@ -12,7 +13,7 @@
 # (pre_norm=True, the features pretraining learned) and, like MAE/BEiT, no
 # final norm on the block outputs.
 _base_ = [
-    'mmseg::_base_/models/upernet_vit-b16_ln_mln.py',
+    'mmseg::_base_/models/upernet_mae.py',
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
@@ -39,7 +40,7 @@ model = dict(
         _delete_=True, type='ADDPViT', arch=arch, img_size=crop_size, patch_size=16,
         out_type='featmap', out_indices=out_indices, pre_norm=True, final_norm=False,
         drop_path_rate=drop_path, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[width] * 4, out_channels=width, scales=[4, 2, 1, 0.5]),
+    neck=dict(embed_dim=width, rescales=[4, 2, 1, 0.5]),
     decode_head=dict(in_channels=[width] * 4, channels=width, num_classes=num_classes),
     auxiliary_head=dict(in_channels=width, in_index=2, num_classes=num_classes),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))

@@ -15,6 +15,6 @@ drop_path = 0.2
 model = dict(
     backbone=dict(arch=arch, out_indices=out_indices, drop_path_rate=drop_path,
                   init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[width] * 4, out_channels=width),
+    neck=dict(embed_dim=width),
     decode_head=dict(in_channels=[width] * 4, channels=width),
     auxiliary_head=dict(in_channels=width))

@@ -8,8 +8,8 @@ iterations and after training, with the tiny demo classifier as feature net)::
         dict(type='GenerationEvalHook', interval=500, num_samples=64, steps=20,
              feature_net=dict(
                  type='classifier',
-                 config='configs/imagenet/addp-vit-tiny-p8_1xb64-5000i_demo.py',
-                 checkpoint='work_dirs/addp-vit-tiny-p8_1xb64-5000i_demo/iter_5000.pth',
+                 config='configs/imagenet/addp-vit-tiny-p8_1xb64-8000i_demo.py',
+                 checkpoint='work_dirs/addp-vit-tiny-p8_1xb64-8000i_demo/iter_8000.pth',
                  is_splits=1),
              ref_dir='data/demo/pretrain/val'),
     ]

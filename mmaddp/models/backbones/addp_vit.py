@@ -246,6 +246,10 @@ class ADDPViT(BaseModule):
         if isinstance(self.patch_embed, CodeTokenEmbed):  # ids replace the pixel projection
             state_dict = {k: v for k, v in state_dict.items()
                           if not k.startswith('patch_embed.proj.')}
+        elif 'patch_embed.proj.weight' not in state_dict:
+            raise ValueError(f'Checkpoint {checkpoint} is an encoder that reads tokenizer code '
+                             'ids (token_input) and has no pixel patch projection; this '
+                             'ADDPViT reads pixels: set token_input to load it')
         return load_state_into(self, state_dict, f'Checkpoint {checkpoint}')
 
     # --------------------------------------------------------------- freezing

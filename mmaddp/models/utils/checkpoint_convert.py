@@ -37,6 +37,10 @@ def is_unused_release_key(key: str) -> bool:
     return key in RELEASE_UNUSED_KEYS or key.startswith('decoder_pred.')
 
 
+#: the code-id embedding of an encoder that reads tokenizer ids (token_input)
+CODE_EMBEDDING_KEY = 'patch_embed.embedding.weight'
+
+
 def _describe_foreign(keys) -> Optional[str]:
     """Name the kind of a checkpoint that holds no ADDP encoder."""
     keys = set(keys)
@@ -75,11 +79,13 @@ def convert_to_encoder_state_dict(checkpoint: dict, source: str = 'checkpoint',
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     if any(k.startswith('backbone.') for k in state):
         state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
-    if 'patch_embed.proj.weight' not in state or not any(k.startswith('blocks.') for k in state):
+    has_input = any(k in state for k in ('patch_embed.proj.weight', CODE_EMBEDDING_KEY))
+    if not has_input or not any(k.startswith('blocks.') for k in state):
         kind = _describe_foreign(state) or 'not an ADDP encoder checkpoint'
         raise ValueError(
             f'{source} is {kind}: it has no ADDP encoder weights (expected '
-            "'patch_embed.proj.weight' and 'blocks.*', optionally under 'model' or "
+            "'patch_embed.proj.weight' (pixel input) or 'patch_embed.embedding.weight' "
+            "(code-id input) and 'blocks.*', optionally under 'model' or "
             "'state_dict' with a 'backbone.' prefix)")
     out = {}
     for key, value in state.items():

@@ -1,8 +1,9 @@
 # Fine-tuning the tiny ADDP ViT (width 64, 4 blocks, 8 px patches) on the
 # bundled 10-class digits (32 px, 30,000 training images): the ImageNet recipe
 # in miniature (AdamW, cosine, drop path, label smoothing; no flips or
-# RandAugment: digits do not survive them). One CPU core, about 7 minutes.
-# Bar: top-1 >= 90 %.
+# RandAugment: digits do not survive them; small rotations and shears instead,
+# the handwriting variation the 1,257 training scans lack). One CPU core,
+# about 10 minutes. Bar: top-1 >= 90 %.
 _base_ = ['../_base_/datasets/demo_imagenet.py', '../_base_/demo_runtime.py']
 
 # the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py);
@@ -19,13 +20,23 @@ model = dict(
     neck=None,
     head=dict(type='LinearClsHead', num_classes=10, in_channels=width,
               loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-              # mmpretrain's default head init (normal, std 0.01), not MAE's 2e-5:
-              # with the tiny pretraining's weak features a near-zero head
-              # kept the loss at ln(10) for 1,000+ iterations
-              init_cfg=dict(type='Normal', layer='Linear', std=0.01)))
+              # PyTorch's default Linear init (uniform +-1/sqrt(64)), not
+              # mmpretrain's normal std 0.01 or MAE's 2e-5: a near-zero head passes
+              # near-zero gradients to this narrow ViT (measured, same model and
+              # data: 50 % top-1 after 1,000 steps with it, 18 % with std 0.01)
+              init_cfg=None))
 
+# rotation uniform in +-12 degrees and horizontal shear in +-0.15 on every
+# image (mmpretrain's RandAugment ops used on their own: magnitude_std='inf'
+# draws the magnitude uniformly, random_negative_prob the sign). Measured
+# (plain training loop, same model): 84.8 % top-1 after 4,000 steps with
+# these vs 85 % after 4,750 without; 93.6 % after 8,000 with them
+rand_affine = dict(magnitude_level=10, magnitude_std='inf', prob=1.0, random_negative_prob=0.5,
+                   pad_val=(128, 128, 128), interpolation='bicubic')
 train_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='Rotate', magnitude_range=(0, 12), **rand_affine),
+    dict(type='Shear', magnitude_range=(0, 0.15), direction='horizontal', **rand_affine),
     dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.7, 1.0),
          aspect_ratio_range=(0.85, 1.18), backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
@@ -50,7 +61,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(layer_decay_rate=1.0, flat_decay_mult=0.0,
                        custom_keys={'.cls_token': dict(decay_mult=0.0),
                                     '.pos_embed': dict(decay_mult=0.0)}))
-max_iters = 5000
+max_iters = 8000
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=100, end=max_iters),
