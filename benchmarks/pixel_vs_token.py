@@ -28,14 +28,15 @@ METRICS = dict(cls=[('top1', 'top-1 (%)')],
                     ('bbox_AP', 'box AP'), ('segm_AP', 'mask AP')],
                seg=[('mIoU', 'mIoU'), ('aAcc', 'pixel acc. (%)')])
 TASKS = dict(cls='classification (10 digits, 32 px)',
-             det='Mask R-CNN (digit scenes, 128 px)', seg='UperNet (digit scenes, 128 px)')
+             det='Mask R-CNN (digit scenes, 128 px)', seg='UperNet (digit scenes read at 96 px)')
 
 
 def render(table, demo: Demo, wall: float) -> str:
     lines = ['# Pixel versus token input', '',
              'The same tiny ADDP checkpoint, fine-tuned with the same schedule, the encoder '
              'reading pixels or the frozen tokenizer\'s code ids (one id per 8 px patch, a '
-             'learned embedding per code; position embeddings and blocks from the checkpoint).',
+             'learned embedding per code; position embeddings and blocks from the checkpoint). '
+             'UperNet starts from the classification run that reads the same input.',
              '', f'Command: `python benchmarks/pixel_vs_token.py --work-dir {demo.work}'
              f'{" --quick" if demo.mode == "quick" else ""}`  ', f'Mode: {demo.mode}; '
              f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, '
