@@ -2,9 +2,10 @@
 # bundled 10-class digits (32 px, 30,000 training images): the ImageNet recipe
 # in miniature (AdamW, cosine, drop path, label smoothing; no flips or
 # RandAugment: digits do not survive them; small rotations and shears instead,
-# the handwriting variation the 1,258 training scans lack). 18 minutes in
-# the demo (2 cores shared by two runs; the augmentation in the data workers
-# costs about as much CPU as the ViT). Bar: top-1 >= 90 % (demo: 91.6).
+# the handwriting variation the 1,258 training scans lack). On 2 idle cores
+# with OMP_NUM_THREADS=1 (the data workers use the other core): 0.084 s per
+# iteration, ~11 minutes (0.113 s with torch's default 2 threads); 18 minutes
+# in the demo, where two runs share the cores. Bar: top-1 >= 90 % (demo: 91.6).
 _base_ = ['../_base_/datasets/demo_imagenet.py', '../_base_/demo_runtime.py']
 
 # the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py);
