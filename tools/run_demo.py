@@ -4,10 +4,11 @@
 
 Stages (each reuses the previous stages' checkpoints and is skipped when its
 folder holds a DONE.json; an interrupted stage is wiped and redone):
-data -> tokenizer -> token_predictor -> addp -> generation -> cls -> fid ->
-det -> seg -> cls_token / det_token / seg_token (pixel-versus-token input) ->
-report (WORK_DIR/report.md, WORK_DIR/metrics.json, figures). cls and det start
-from the ADDP checkpoint; seg from the cls run's checkpoint (intermediate
+data -> tokenizer -> token_predictor -> addp -> generation -> the six
+fine-tuning runs (cls, det, seg, each reading pixels and reading code ids:
+cls_token, det_token, seg_token; ``--jobs`` at a time) -> fid -> report
+(WORK_DIR/report.md, WORK_DIR/metrics.json, figures). cls and det start from
+the ADDP checkpoint; seg from the cls run's checkpoint (intermediate
 fine-tuning, see the UperNet config), seg_token from cls_token's.
 ``--quick`` runs a few iterations per stage (for tests): the plumbing, not
 the numbers.

@@ -30,7 +30,6 @@ width, num_classes, size = 64, 11, 96
 norm_cfg = dict(type='BN', requires_grad=True)
 data_preprocessor = dict(size=(size, size))
 model = dict(
-    pretrained=None,
     data_preprocessor=data_preprocessor,
     backbone=dict(_delete_=True, type='ADDPViT',
                   arch=dict(embed_dims=width, num_layers=4, num_heads=4), img_size=size,
@@ -43,8 +42,7 @@ model = dict(
     decode_head=dict(in_channels=[width] * 4, channels=64, num_classes=num_classes,
                      norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=width, channels=32, num_classes=num_classes,
-                        norm_cfg=norm_cfg),
-    test_cfg=dict(mode='whole'))
+                        norm_cfg=norm_cfg))
 
 # the scenes at 96 px (training: x0.8-1.25 of that, cropped to 96)
 train_pipeline = [
@@ -60,6 +58,7 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
+# one loader worker: the demo gives each run one core
 train_dataloader = dict(num_workers=1, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=1, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

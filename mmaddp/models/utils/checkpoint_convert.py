@@ -84,7 +84,7 @@ def convert_to_encoder_state_dict(checkpoint: dict, source: str = 'checkpoint',
         kind = _describe_foreign(state) or 'not an ADDP encoder checkpoint'
         raise ValueError(
             f'{source} is {kind}: it has no ADDP encoder weights (expected '
-            "'patch_embed.proj.weight' (pixel input) or 'patch_embed.embedding.weight' "
+            f"'patch_embed.proj.weight' (pixel input) or '{CODE_EMBEDDING_KEY}' "
             "(code-id input) and 'blocks.*', optionally under 'model' or "
             "'state_dict' with a 'backbone.' prefix)")
     out = {}
