@@ -9,7 +9,7 @@ tasks need are registered in every scope that uses them, so that
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import MODEL_WRAPPERS
-from mmpretrain.registry import DATASETS, HOOKS, METRICS, TRANSFORMS  # noqa: F401
+from mmpretrain.registry import BATCH_AUGMENTS, DATASETS, HOOKS, METRICS, TRANSFORMS  # noqa: F401
 from mmpretrain.registry import MODELS
 from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmseg.registry import MODELS as MMSEG_MODELS
@@ -48,7 +48,7 @@ def register_optim_wrapper_constructor(name=None):
 
 
 __all__ = [
-    'MODELS', 'MMDET_MODELS', 'MMSEG_MODELS', 'MODEL_WRAPPERS', 'DATASETS', 'HOOKS',
+    'MODELS', 'MMDET_MODELS', 'MMSEG_MODELS', 'MODEL_WRAPPERS', 'BATCH_AUGMENTS', 'DATASETS', 'HOOKS',
     'METRICS', 'TRANSFORMS', 'register_backbone', 'register_neck',
     'register_optim_wrapper_constructor'
 ]
