@@ -2,7 +2,13 @@
 # patches) for the bundled digit scenes (background + 10 classes): the ADE20K
 # recipe in miniature (4 blocks rescaled to strides 4/8/16/32 by mmseg's
 # Feature2Pyramid, the MAE/BEiT deconvolution neck; AdamW, layer decay, poly
-# schedule). One CPU core, about 5 minutes. Bar: mIoU >= 50 (demo: 50.97).
+# schedule). One CPU core, about 6 minutes. Bar: mIoU >= 50.
+#
+# Schedule, measured from one 92.4 % classifier (layer decay 0.5, 96 px):
+# mIoU 47.6 after 1,200 iterations, 55.6 after 1,400, 58.2 after 1,600, 63.4
+# after 2,000; 1,600 leaves the bar a margin at a demo-sized cost. Layer decay
+# at 1,200 iterations: 0.5 -> 47.6, 0.75 -> 45.6, 0.9 -> 45.8 (a lower rate
+# keeps more of the classifier in the early blocks).
 #
 # Two departures from the paper recipe, both measured on this data:
 # * intermediate fine-tuning (as BEiT does with ImageNet-22k before ADE20K):
@@ -16,7 +22,7 @@
 #   after resizing) come near the size the classifier learned them at
 #   (18-28 px). Measured from the same 81 % classifier, 1,200 iterations:
 #   mIoU 41.0 at 80 px, 51.5 at 96 px (and 8.4 at 128 px from the ADDP
-#   checkpoint alone).
+#   checkpoint alone); from the 92.4 % one, 112 px: 44.8 where 96 px gave 47.6.
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py', '../_base_/datasets/demo_ade20k.py',
     'mmseg::_base_/default_runtime.py'
@@ -71,8 +77,8 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=5e-3, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='BackboneLayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=0.75, flat_decay_mult=0.0))
-max_iters = 1200
+    paramwise_cfg=dict(layer_decay_rate=0.5, flat_decay_mult=0.0))
+max_iters = 1600
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=50, end=max_iters),
