@@ -2,6 +2,10 @@
 resized-crop augmentation, checked against exact geometric references."""
 import pytest
 import torch
+from conftest import ROOT
+from mmengine.config import Config
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
 
 from mmaddp.models.utils import BatchRandomAffine
 
@@ -94,13 +98,8 @@ def test_demo_classification_config_augments_in_the_preprocessor():
     """The tiny classification config trains with BatchRandomAffine through
     mmpretrain's ClsDataPreprocessor: it changes training batches, not
     evaluation ones."""
-    from mmengine.config import Config
-    from mmpretrain.registry import MODELS
-
-    from conftest import ROOT
     cfg = Config.fromfile(f'{ROOT}/configs/imagenet/addp-vit-tiny-p8_1xb64-8000i_demo.py')
     pre = MODELS.build(dict(type='ClsDataPreprocessor', **cfg.data_preprocessor))
-    from mmpretrain.structures import DataSample
     batch = dict(inputs=torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
                  data_samples=[DataSample().set_gt_label(i) for i in range(4)])
     torch.manual_seed(0)
