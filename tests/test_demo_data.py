@@ -110,10 +110,12 @@ def _all_files(root):
 
 
 def test_builds_are_deterministic(tmp_path):
+    """Same seed, same bytes, whether the parts are built in one process or in
+    parallel; another seed, other images."""
     a, b, c = (str(tmp_path / n) for n in 'abc')
-    build_demo_data(a, seed=3, sizes=SMALL)
-    build_demo_data(b, seed=3, sizes=SMALL)
-    build_demo_data(c, seed=4, sizes=SMALL)
+    build_demo_data(a, seed=3, sizes=SMALL, workers=2)
+    build_demo_data(b, seed=3, sizes=SMALL, workers=1)
+    build_demo_data(c, seed=4, sizes=SMALL, workers=2)
     files = _all_files(a)
     assert files == _all_files(b) and len(files) > 80
     _, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)

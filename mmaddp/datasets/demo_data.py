@@ -20,9 +20,11 @@ seed are byte-identical.
 """
 import colorsys
 import json
+import multiprocessing
 import os
 import os.path as osp
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -187,13 +189,32 @@ def scenes(out_coco: str, out_ade: str, split: str, pool, count: int, scans, lab
     return dict(images=len(images), instances=len(annotations)), sources
 
 
+def _build_part(job: tuple, tmp: str, seed: int, sizes: dict, pools: dict):
+    """One part/split of the build (its own random stream): returns
+    (job, counts, sources)."""
+    kind, part_index, split_index, split = job
+    scans, labels, photos = load_sources()
+    rng = np.random.default_rng([seed, part_index, split_index])
+    if kind == 'scenes':
+        stats, sources = scenes(osp.join(tmp, 'coco'), osp.join(tmp, 'ade'), split,
+                                pools[split], sizes['coco'][split_index], scans, labels,
+                                photos, rng)
+        return job, stats, sources
+    n = sizes[kind][split_index]
+    sources = single_digit_images(osp.join(tmp, kind, split), pools[split], n, scans, labels,
+                                  photos, rng)
+    return job, n, sources
+
+
 def build_demo_data(out: str, seed: int = 0, sizes: Dict[str, Tuple[int, int]] = None,
-                    overwrite: bool = False) -> dict:
+                    overwrite: bool = False, workers: int = None) -> dict:
     """Build all four parts under ``out``; returns the counts per part/split.
 
     Writes into ``out.tmp`` first and renames at the end, so an interrupted
     build never leaves a half-written ``out``. An existing ``out`` is kept
-    unless ``overwrite``.
+    unless ``overwrite``. The six part/split jobs draw from their own random
+    streams, so they run in ``workers`` processes (default: one per core, at
+    most 4) and give the same bytes as one process.
     """
     sizes = dict(SIZES, **(sizes or {}))
     if osp.exists(out) and not overwrite:
@@ -201,26 +222,33 @@ def build_demo_data(out: str, seed: int = 0, sizes: Dict[str, Tuple[int, int]] =
                               'to rebuild it')
     tmp = out.rstrip('/') + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
-    scans, labels, photos = load_sources()
+    _, labels, _ = load_sources()
     train_pool, val_pool = split_digits(labels, seed)
+    pools = dict(train=train_pool, val=val_pool)
     counts = dict(digits=dict(train=len(train_pool), val=len(val_pool)))
     manifest = dict(seed=seed, pools=dict(train=train_pool.tolist(), val=val_pool.tolist()))
-    for part_index, part in enumerate(('pretrain', 'imagenet')):
-        counts[part] = {}
-        for split_index, (split, pool) in enumerate((('train', train_pool), ('val', val_pool))):
-            rng = np.random.default_rng([seed, part_index, split_index])
-            n = sizes[part][split_index]
-            manifest[f'{part}/{split}'] = single_digit_images(
-                osp.join(tmp, part, split), pool, n, scans, labels, photos, rng)
-            counts[part][split] = n
+    jobs = [(part, part_index, split_index, split)
+            for part_index, part in enumerate(('pretrain', 'imagenet'))
+            for split_index, split in enumerate(('train', 'val'))]
+    jobs += [('scenes', 2, split_index, split) for split_index, split in enumerate(('train', 'val'))]
+    # the largest jobs first, so the last one to finish is a small one
+    jobs.sort(key=lambda job: -sizes['coco' if job[0] == 'scenes' else job[0]][job[2]]
+              * (8 if job[0] == 'scenes' else 1))
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+            results = list(pool.map(_build_part, jobs, *zip(*[(tmp, seed, sizes, pools)] * len(jobs))))
+    else:
+        results = [_build_part(job, tmp, seed, sizes, pools) for job in jobs]
     counts['coco'], counts['ade'] = {}, {}
-    for split_index, (split, pool) in enumerate((('train', train_pool), ('val', val_pool))):
-        rng = np.random.default_rng([seed, 2, split_index])
-        n = sizes['coco'][split_index]
-        stats, manifest[f'scenes/{split}'] = scenes(
-            osp.join(tmp, 'coco'), osp.join(tmp, 'ade'), split, pool, n, scans, labels, photos, rng)
-        counts['coco'][split] = stats
-        counts['ade'][split] = stats['images']
+    for (kind, _, _, split), count, sources in results:
+        if kind == 'scenes':
+            manifest[f'scenes/{split}'] = sources
+            counts['coco'][split] = count
+            counts['ade'][split] = count['images']
+        else:
+            manifest[f'{kind}/{split}'] = sources
+            counts.setdefault(kind, {})[split] = count
     with open(osp.join(tmp, 'sources.json'), 'w') as f:
         json.dump(manifest, f, sort_keys=True)  # which digit scans each image uses
     with open(osp.join(tmp, 'counts.json'), 'w') as f:
