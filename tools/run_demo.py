@@ -10,6 +10,10 @@ cls_token, det_token, seg_token; ``--jobs`` at a time) -> fid -> report
 (WORK_DIR/report.md, WORK_DIR/metrics.json, figures). cls and det start from
 the ADDP checkpoint; seg from the cls run's checkpoint (intermediate
 fine-tuning, see the UperNet config), seg_token from cls_token's.
+cls_token_ids (the code ids of cls_token's augmented training views, so that
+the run does not encode every batch) needs only the tokenizer: with
+``--jobs`` > 1 it runs on one core while the token predictor and ADDP train
+on the others.
 ``--quick`` runs a few iterations per stage (for tests): the plumbing, not
 the numbers.
 """
@@ -25,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from mmaddp.utils.stages import (load_config, prepare_config, run_stage,  # noqa: E402
+from mmaddp.utils.stages import (MARKER, load_config, prepare_config, run_stage,  # noqa: E402
                                  run_tool, train_and_test, write_json_atomic)
 
 CONFIGS = dict(
@@ -44,6 +48,14 @@ ITERS = dict(
     quick=dict(tokenizer=20, token_predictor=20, addp=20, cls=20, det=10, seg=10),
 )
 NUM_SAMPLES = dict(full=256, quick=16)
+#: the order in which free cores take the six fine-tuning runs ((task, reads
+#: code ids)): the two cls -> seg chains are the longest paths, so both cls
+#: runs go early; cls_token third, so that its code ids (computed during
+#: pretraining) have one more run's time to finish; every cls run is ahead
+#: of the seg run that waits for it, so a waiting run never blocks the run it
+#: waits for
+RUN_ORDER = (('cls', False), ('det', True), ('cls', True), ('seg', False), ('det', False),
+             ('seg', True))
 #: the bars of the issues (metric key in metrics.json, minimum)
 BARS = {'cls/top1': 90.0, 'seg/mIoU': 50.0, 'det/bbox_AP50': 50.0, 'det/segm_AP50': 40.0}
 
@@ -61,6 +73,7 @@ class Demo:
         threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
         self.job_env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         self.records = {}
+        self.code_ids = None  # future of the cls_token_ids stage
         os.makedirs(self.work, exist_ok=True)
         self.start = time.time()
 
@@ -86,6 +99,9 @@ class Demo:
         root = osp.join(self.data, part) + '/'
         return {f'{k}_dataloader.dataset.data_root': root for k in keys}
 
+    def done(self, name: str) -> bool:
+        return name in self.records or osp.isfile(osp.join(self.work, name, MARKER))
+
     def train(self, key, stage_dir, options, test=True, env=None):
         cfg = self.config(key, stage_dir, options)
         name = osp.basename(stage_dir)
@@ -97,8 +113,16 @@ class Demo:
         """data -> tokenizer -> token predictor -> ADDP."""
         self.stage('data', self.make_data)
         tok = self.stage('tokenizer', self.train_tokenizer)
-        pred = self.stage('token_predictor', lambda d: self.train_predictor(d, tok))
-        addp = self.stage('addp', lambda d: self.train_addp(d, tok, pred))
+        env = None
+        if self.jobs > 1 and self.code_ids is None:
+            # cls_token's code ids on one core while the predictor and ADDP
+            # use the others (two threads gain them only ~1.3x on 2 cores)
+            if not self.done('cls_token_ids') and not self.done('addp'):
+                env = self.job_env
+            self.code_ids = ThreadPoolExecutor(1).submit(
+                self.stage, 'cls_token_ids', lambda d: self.encode_code_ids(d, tok, self.job_env))
+        pred = self.stage('token_predictor', lambda d: self.train_predictor(d, tok, env))
+        addp = self.stage('addp', lambda d: self.train_addp(d, tok, pred, env))
         return tok, pred, addp
 
     def run(self):
@@ -123,17 +147,14 @@ class Demo:
                 return addp['checkpoint']
             return runs['cls', token].result()['checkpoint']
 
-        # a free core takes the next run; FIFO order puts every cls run ahead
-        # of the seg run that waits for it, so a waiting run never blocks the
-        # run it waits for
+        # a free core takes the next run in RUN_ORDER
         runs = {}
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            for task in ('cls', 'det', 'seg'):
-                for token in (False, True):
-                    runs[task, token] = pool.submit(
-                        self.stage, f'{task}_token' if token else task,
-                        lambda d, task=task, token=token: self.transfer(
-                            task, d, init(task, token), tok, token_input=token, env=env))
+            for task, token in RUN_ORDER:
+                runs[task, token] = pool.submit(
+                    self.stage, f'{task}_token' if token else task,
+                    lambda d, task=task, token=token: self.transfer(
+                        task, d, init(task, token), tok, token_input=token, env=env))
             try:
                 for task in ('cls', 'det', 'seg'):
                     table[task] = (runs[task, False].result(), runs[task, True].result())
@@ -157,10 +178,10 @@ class Demo:
         return dict(checkpoint=out['checkpoint'], psnr=m['tokenizer/psnr'],
                     code_usage=m['tokenizer/code_usage'], perplexity=m['tokenizer/perplexity'])
 
-    def train_predictor(self, stage_dir, tok):
+    def train_predictor(self, stage_dir, tok, env=None):
         options = dict(self.data_options('pretrain'))
         options['model.tokenizer.checkpoint'] = tok['checkpoint']
-        out = self.train('token_predictor', stage_dir, options)
+        out = self.train('token_predictor', stage_dir, options, env=env)
         m = out['metrics']
         return dict(checkpoint=out['checkpoint'], accuracy=m['token_predictor/accuracy'],
                     majority_baseline=m['token_predictor/majority_baseline'])
@@ -169,9 +190,9 @@ class Demo:
         return {'model.tokenizer.checkpoint': tok['checkpoint'],
                 'model.token_predictor.checkpoint': pred['checkpoint']}
 
-    def train_addp(self, stage_dir, tok, pred):
+    def train_addp(self, stage_dir, tok, pred, env=None):
         options = dict(self.data_options('pretrain', keys=('train', )), **self.addp_options(tok, pred))
-        out = self.train('addp', stage_dir, options, test=False)
+        out = self.train('addp', stage_dir, options, test=False, env=env)
         curve = read_loss_curve(stage_dir)
         plot_loss_curve(curve, osp.join(stage_dir, 'loss_curve.png'))
         first, last = curve[0][1], sum(v for _, v in curve[-4:]) / len(curve[-4:])
@@ -191,8 +212,7 @@ class Demo:
                     start_repeated=osp.join(stage_dir, 'start_repeated'),
                     noise=osp.join(stage_dir, 'noise'))
 
-    def transfer(self, task, stage_dir, init, tok, token_input=False, env=None):
-        """Fine-tune and test one tiny task from the checkpoint ``init``."""
+    def transfer_options(self, task, init, tok, token_input=False) -> dict:
         part = dict(cls='imagenet', det='coco', seg='ade')[task]
         options = self.data_options(part)
         options['model.backbone.init_cfg.checkpoint'] = init
@@ -204,6 +224,31 @@ class Demo:
             tokenizer = load_config(osp.join(ROOT, CONFIGS['addp'])).model.tokenizer.to_dict()
             tokenizer['checkpoint'] = tok['checkpoint']
             options['model.backbone.token_input'] = dict(_delete_=True, tokenizer=tokenizer)
+        return options
+
+    def encode_code_ids(self, stage_dir, tok, env=None):
+        """The code ids of cls_token's augmented training views (as many views
+        as its schedule makes passes over the data), written once."""
+        cfg = self.config('cls', stage_dir, self.transfer_options('cls', None, tok, True))
+        out = osp.join(stage_dir, 'code_ids.npz')
+        run_tool(['tools/dataset_converters/cache_code_ids.py', cfg, '--out', out],
+                 osp.join(stage_dir, 'run.log'), env=env,
+                 echo=lambda line: self.log(f'[cls_token_ids] {line.strip()}'))
+        return dict(file=out, num_codes=load_config(cfg).model.backbone.token_input.tokenizer
+                    .get('num_codes'))
+
+    def transfer(self, task, stage_dir, init, tok, token_input=False, env=None):
+        """Fine-tune and test one tiny task from the checkpoint ``init``."""
+        options = self.transfer_options(task, init, tok, token_input)
+        if task == 'cls' and token_input:  # read the code ids computed before
+            if self.code_ids is None:
+                self.code_ids = ThreadPoolExecutor(1).submit(
+                    self.stage, 'cls_token_ids', lambda d: self.encode_code_ids(d, tok, env))
+            ids = self.code_ids.result()
+            options['train_dataloader.dataset'] = dict(
+                _delete_=True, type='CodeIdDataset', cache=ids['file'],
+                num_codes=ids['num_codes'], pipeline=[dict(type='PackInputs')])
+            options['data_preprocessor.type'] = 'CodeIdDataPreprocessor'
         out = self.train(task, stage_dir, options, env=env)
         m = out['metrics']
         if task == 'cls':

@@ -17,6 +17,9 @@ import time
 from typing import Callable, Dict, List, Optional
 
 MARKER = 'DONE.json'
+#: lines a tool prints to report progress (shown by ``run_tool``'s echo, as
+#: MMEngine's iteration lines are)
+PROGRESS = 'progress: '
 #: mmengine's ``Config.fromfile`` is not thread-safe (its pkg_resources lookups
 #: raise TypeError when two threads parse configs at once)
 _CONFIG_LOCK = threading.Lock()
@@ -60,7 +63,8 @@ def run_stage(work_root: str, name: str, fn: Callable[[str], Dict],
 def run_tool(args: List[str], log_file: str, env: Optional[dict] = None,
              echo: Callable[[str], None] = None) -> None:
     """Run ``python ARGS`` from the repository root, appending its output to
-    ``log_file`` and passing MMEngine's iteration log lines to ``echo``;
+    ``log_file`` and passing MMEngine's iteration log lines and ``PROGRESS``
+    lines to ``echo``;
     raise with the log's tail when it fails."""
     env = dict(os.environ, **(env or {}))
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
@@ -72,8 +76,12 @@ def run_tool(args: List[str], log_file: str, env: Optional[dict] = None,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in proc.stdout:
             f.write(line)
-            if echo is not None and ' - mmengine - INFO - Iter(' in line:
+            if echo is None:
+                continue
+            if ' - mmengine - INFO - Iter(' in line:
                 echo('    ' + line.split(' - mmengine - INFO - ', 1)[1].strip()[:150])
+            elif line.startswith(PROGRESS):
+                echo('    ' + line[len(PROGRESS):].strip()[:150])
         proc.wait()
     if proc.returncode != 0:
         with open(log_file) as f:

@@ -5,7 +5,8 @@ dataset_type = 'CustomDataset'
 data_root = 'data/demo/imagenet/'
 num_classes = 10
 img_size = 32
-data_preprocessor = dict(num_classes=num_classes, mean=[123.675, 116.28, 103.53],
+data_preprocessor = dict(type='ClsDataPreprocessor', num_classes=num_classes,
+                         mean=[123.675, 116.28, 103.53],
                          std=[58.395, 57.12, 57.375], to_rgb=True)
 train_pipeline = [
     dict(type='LoadImageFromFile'),

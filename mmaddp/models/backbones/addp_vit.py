@@ -273,13 +273,23 @@ class ADDPViT(BaseModule):
 
     # ---------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Images B x 3 x H x W -> tokens B x (1 + N) x C (B x N x C without
-        the class token) and the patch grid."""
-        h, w = x.shape[-2:]
-        if h % self.patch_size or w % self.patch_size:
-            raise ValueError(f'Input size {h}x{w} is not divisible by patch_size {self.patch_size}')
+        """Images B x 3 x H x W (or, with ``token_input``, code ids B x h x w)
+        -> tokens B x (1 + N) x C (B x N x C without the class token) and the
+        patch grid."""
+        if x.dtype == torch.int64:  # code ids, e.g. from a CodeIdDataset
+            if not isinstance(self.patch_embed, CodeTokenEmbed):
+                raise ValueError('ADDPViT got code ids (int64) but reads pixels: set '
+                                 'token_input to read code ids')
+            if x.dim() != 3:
+                raise ValueError(f'Code ids must be B x h x w, got {tuple(x.shape)}')
+            grid = tuple(x.shape[-2:])
+        else:
+            h, w = x.shape[-2:]
+            if h % self.patch_size or w % self.patch_size:
+                raise ValueError(f'Input size {h}x{w} is not divisible by patch_size '
+                                 f'{self.patch_size}')
+            grid = (h // self.patch_size, w // self.patch_size)
         x = self.patch_embed(x)
-        grid = (h // self.patch_size, w // self.patch_size)
         pos_embed = self.pos_embed
         if grid != self.patch_resolution:
             pos_embed = resize_pos_embed(pos_embed, self.patch_resolution, grid, mode='bicubic',

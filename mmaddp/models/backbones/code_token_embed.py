@@ -81,5 +81,7 @@ class CodeTokenEmbed(nn.Module):
         return ids
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images B x 3 x H x W -> embeddings B x N x C."""
-        return self.embedding(self.code_ids(x).flatten(1))
+        """Normalised images B x 3 x H x W, or code ids computed before
+        (int64 B x h x w) -> embeddings B x N x C."""
+        ids = x if x.dtype == torch.int64 else self.code_ids(x)
+        return self.embedding(ids.flatten(1))
