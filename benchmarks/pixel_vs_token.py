@@ -47,8 +47,10 @@ def render(table, demo: Demo, wall: float) -> str:
             lines.append(f'| {TASKS[task]} | {label} | {pixel[key]:.2f} | {token[key]:.2f} | '
                          f'`{CONFIGS[task]}` |')
     seconds = {k: v['seconds'] for k, v in demo.records.items()}
-    lines += ['', 'Wall time of each run (s, as recorded by the run that made it; the token '
-              'runs also encode every image with the frozen tokenizer): ' + ', '.join(
+    lines += ['', 'Wall time of each run (s, as recorded by the run that made it; det_token '
+              'and seg_token encode every training image with the frozen tokenizer, '
+              'cls_token reads the code ids of its augmented views that cls_token_ids '
+              'encoded once): ' + ', '.join(
                   f'{k} {seconds[k]:.0f}' for k in sorted(seconds)
                   if k.split('_')[0] in table) + '.']
     return '\n'.join(lines) + '\n'

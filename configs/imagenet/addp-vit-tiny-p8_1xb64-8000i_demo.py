@@ -5,8 +5,8 @@
 # crops instead, the handwriting variation the 1,258 training scans lack).
 # On 2 idle cores with OMP_NUM_THREADS=1: 0.055 s per iteration, 7.8 minutes
 # (the per-image augmentation in the data workers made it 0.084 s).
-# Bar: top-1 >= 90 % (92.4 in that run; 90.4 in the demo, whose ADDP
-# checkpoint differs from that run's by float rounding only).
+# Bar: top-1 >= 90 % (92.4 in that run; 90.4 and 90.8 in two demo runs, whose ADDP
+# checkpoints differ from that run's by float rounding only).
 _base_ = ['../_base_/datasets/demo_imagenet.py', '../_base_/demo_runtime.py']
 
 # the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py);
