@@ -99,7 +99,8 @@ def test_demo_classification_config_augments_in_the_preprocessor():
     mmpretrain's ClsDataPreprocessor: it changes training batches, not
     evaluation ones."""
     cfg = Config.fromfile(f'{ROOT}/configs/imagenet/addp-vit-tiny-p8_1xb64-8000i_demo.py')
-    pre = MODELS.build(dict(type='ClsDataPreprocessor', **cfg.data_preprocessor))
+    assert cfg.data_preprocessor.type == 'ClsDataPreprocessor'
+    pre = MODELS.build(cfg.data_preprocessor)
     batch = dict(inputs=torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
                  data_samples=[DataSample().set_gt_label(i) for i in range(4)])
     torch.manual_seed(0)
