@@ -119,8 +119,7 @@ class Demo:
             # use the others (two threads gain them only ~1.3x on 2 cores)
             if not self.done('cls_token_ids') and not self.done('addp'):
                 env = self.job_env
-            self.code_ids = ThreadPoolExecutor(1).submit(
-                self.stage, 'cls_token_ids', lambda d: self.encode_code_ids(d, tok, self.job_env))
+            self.code_ids = ThreadPoolExecutor(1).submit(self.code_ids_stage, tok, self.job_env)
         pred = self.stage('token_predictor', lambda d: self.train_predictor(d, tok, env))
         addp = self.stage('addp', lambda d: self.train_addp(d, tok, pred, env))
         return tok, pred, addp
@@ -237,28 +236,30 @@ class Demo:
             options['model.backbone.token_input'] = dict(_delete_=True, tokenizer=tokenizer)
         return options
 
-    def encode_code_ids(self, stage_dir, tok, env=None):
+    def code_ids_stage(self, tok, env=None):
         """The code ids of cls_token's augmented training views (as many views
         as its schedule makes passes over the data), written once."""
-        cfg = self.config('cls', stage_dir, self.transfer_options('cls', None, tok, True))
-        out = osp.join(stage_dir, 'code_ids.npz')
-        run_tool(['tools/dataset_converters/cache_code_ids.py', cfg, '--out', out],
-                 osp.join(stage_dir, 'run.log'), env=env,
-                 echo=lambda line: self.log(f'[cls_token_ids] {line.strip()}'))
-        return dict(file=out, num_codes=load_config(cfg).model.backbone.token_input.tokenizer
-                    .get('num_codes'))
+
+        def encode(stage_dir):
+            cfg = self.config('cls', stage_dir, self.transfer_options('cls', None, tok, True))
+            out = osp.join(stage_dir, 'code_ids.npz')
+            run_tool(['tools/dataset_converters/cache_code_ids.py', cfg, '--out', out],
+                     osp.join(stage_dir, 'run.log'), env=env,
+                     echo=lambda line: self.log(f'[cls_token_ids] {line.strip()}'))
+            return dict(file=out)
+
+        return self.stage('cls_token_ids', encode)
 
     def transfer(self, task, stage_dir, init, tok, token_input=False, env=None):
         """Fine-tune and test one tiny task from the checkpoint ``init``."""
         options = self.transfer_options(task, init, tok, token_input)
         if task == 'cls' and token_input:  # read the code ids computed before
-            if self.code_ids is None:
-                self.code_ids = ThreadPoolExecutor(1).submit(
-                    self.stage, 'cls_token_ids', lambda d: self.encode_code_ids(d, tok, env))
-            ids = self.code_ids.result()
+            ids = (self.code_ids.result() if self.code_ids is not None else
+                   self.code_ids_stage(tok, env))
+            num_codes = options['model.backbone.token_input']['tokenizer'].get('num_codes')
             options['train_dataloader.dataset'] = dict(
-                _delete_=True, type='CodeIdDataset', cache=ids['file'],
-                num_codes=ids['num_codes'], pipeline=[dict(type='PackInputs')])
+                _delete_=True, type='CodeIdDataset', cache=ids['file'], num_codes=num_codes,
+                pipeline=[dict(type='PackInputs')])
             options['data_preprocessor.type'] = 'CodeIdDataPreprocessor'
         out = self.train(task, stage_dir, options, env=env)
         m = out['metrics']

@@ -35,8 +35,10 @@ def encode_training_views(cfg, out: str, views: Optional[int] = None, seed: int 
 
     The images go through the config's training pipeline once, then, per view,
     through its data preprocessor in training mode (normalisation and batch
-    augments) and the backbone's frozen tokenizer. Written to ``out.tmp`` and
-    renamed, so an interrupted run leaves no ``out``.
+    augments) and the backbone's pixels -> code ids mapping
+    (``CodeTokenEmbed.code_ids``, frozen tokenizer). The ViT itself is not
+    built. Written to ``out.tmp.npz`` and renamed, so an interrupted run leaves
+    no ``out``; the caller's torch random stream is left as it was.
     """
     from mmengine.registry import init_default_scope
 
@@ -45,49 +47,47 @@ def encode_training_views(cfg, out: str, views: Optional[int] = None, seed: int 
         raise ValueError('encode_training_views needs a config whose model.backbone.token_input '
                          'names the tokenizer; this one reads pixels')
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    generator_state = torch.random.get_rng_state()  # the caller's stream is left as it was
+    generator_state = torch.random.get_rng_state()
     try:
-        return _encode(cfg, out, views, seed, batch_size, log)
+        return _encode(cfg, token_input, out, views, seed, batch_size, log)
     finally:
         torch.random.set_rng_state(generator_state)
 
 
-def _encode(cfg, out, views, seed, batch_size, log) -> dict:
+def _encode(cfg, token_input, out, views, seed, batch_size, log) -> dict:
     from mmpretrain.registry import MODELS
 
-    token_input = cfg.model.backbone.token_input
-    model_cfg = cfg.model.copy()
-    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
-    model_cfg.backbone.init_cfg = None  # only the tokenizer matters here
-    model = MODELS.build(model_cfg)
-    model.train()
-    embed = model.backbone.patch_embed
+    from mmaddp.models.backbones.code_token_embed import CodeTokenEmbed
+
+    # the run's data preprocessor (the classifier's default type when unnamed)
+    pre_cfg = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    preprocessor = MODELS.build(dict(dict(type='ClsDataPreprocessor'), **pre_cfg))
+    embed = CodeTokenEmbed(embed_dims=1, patch_size=cfg.model.backbone.patch_size, **token_input)
 
     loader_cfg = cfg.train_dataloader
     dataset = DATASETS.build(loader_cfg.dataset)
     n = len(dataset)
     if views is None:
-        train_cfg = cfg.train_cfg
-        views = math.ceil(train_cfg.max_iters * loader_cfg.batch_size / n)
+        views = math.ceil(cfg.train_cfg.max_iters * loader_cfg.batch_size / n)
     if views < 1:
         raise ValueError(f'views must be >= 1, got {views}')
-    # the training pipeline's output (decoded, unaugmented images) held once
+    # the training pipeline's output (decoded, unaugmented images), held once
     items = [dataset[i] for i in range(n)]
-    labels = np.array([int(item['data_samples'].gt_label[0]) for item in items], np.int64)
+    images = torch.stack([item['inputs'] for item in items])
+    samples = [item['data_samples'] for item in items]
+    labels = np.array([int(sample.gt_label[0]) for sample in samples], np.int64)
     dtype = np.uint8 if embed.num_codes <= 256 else np.int16
     ids = None
     torch.manual_seed(seed)
     with torch.no_grad():
         for view in range(views):
             for start in range(0, n, batch_size):
-                batch = items[start:start + batch_size]
-                data = dict(inputs=torch.stack([item['inputs'] for item in batch]),
-                            data_samples=[item['data_samples'] for item in batch])
-                pixels = model.data_preprocessor(data, training=True)['inputs']
-                codes = embed.code_ids(pixels).numpy()
+                data = dict(inputs=images[start:start + batch_size],
+                            data_samples=samples[start:start + batch_size])
+                codes = embed.code_ids(preprocessor(data, training=True)['inputs']).numpy()
                 if ids is None:
                     ids = np.empty((views, n) + codes.shape[1:], dtype)
-                ids[view, start:start + len(batch)] = codes
+                ids[view, start:start + len(codes)] = codes
             log(f'progress: code ids of view {view + 1}/{views} ({n} images) encoded')
     tmp = out + '.tmp.npz'  # np.savez appends .npz to names without it
     np.savez(tmp, ids=ids, labels=labels, num_codes=embed.num_codes,
