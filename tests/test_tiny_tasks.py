@@ -20,9 +20,13 @@ def test_dist_train_tiny_coco_two_cpu_processes(tmp_path, demo_root):
     env = dict(os.environ, PORT=str(_free_port()), PYTHON=sys.executable, PYTHONPATH=ROOT,
                OMP_NUM_THREADS='1')
     work = tmp_path / 'det'
+    ann = coco + 'annotations/instances_val2017.json'
+    test_options = [f'test_dataloader.dataset.data_root={coco}', f'test_evaluator.ann_file={ann}',
+                    'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+                    'model.test_cfg.rcnn.score_thr=0.0']  # 40 iterations: keep low scores too
     proc = subprocess.run(
         ['bash', 'tools/dist_train.sh', DET_CFG, '2', '--work-dir', str(work), '--no-validate',
-         '--cfg-options', f'train_dataloader.dataset.data_root={coco}',
+         '--test', '--cfg-options', f'train_dataloader.dataset.data_root={coco}', *test_options,
          'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
          'train_dataloader.persistent_workers=False', 'model.backbone.init_cfg=None',
          f'train_cfg.max_iters={ITERS}', 'param_scheduler.0.end=10',
@@ -42,13 +46,9 @@ def test_dist_train_tiny_coco_two_cpu_processes(tmp_path, demo_root):
 
     # tools/test.py prints COCO AP and writes it to the work dir
     test_dir = tmp_path / 'test'
-    ann = coco + 'annotations/instances_val2017.json'
     proc = subprocess.run(
         [sys.executable, 'tools/test.py', DET_CFG, str(ckpt), '--work-dir', str(test_dir),
-         '--cfg-options', f'test_dataloader.dataset.data_root={coco}',
-         f'test_evaluator.ann_file={ann}', 'test_dataloader.num_workers=0',
-         'test_dataloader.persistent_workers=False', 'model.backbone.init_cfg=None',
-         'model.test_cfg.rcnn.score_thr=0.0'],  # 40 iterations: keep low scores too
+         '--cfg-options', *test_options, 'model.backbone.init_cfg=None'],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
         timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -57,3 +57,8 @@ def test_dist_train_tiny_coco_two_cpu_processes(tmp_path, demo_root):
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):
         assert 0.0 <= record['metrics'][key] <= 1.0
     assert ast.literal_eval(proc.stdout.strip().splitlines()[-1]) == record['metrics']
+    # train.py --test evaluated the final weights in the training processes:
+    # the same numbers as tools/test.py from the last checkpoint
+    trained = json.loads((work / 'test_metrics.json').read_text())
+    assert trained['checkpoint'] == str(ckpt)
+    assert trained['metrics'] == record['metrics']

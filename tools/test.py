@@ -2,7 +2,6 @@
 prints the config's metrics (top-1, COCO AP, mIoU, ...) and writes them to
 ``WORK_DIR/test_metrics.json``."""
 import argparse
-import json
 import os
 import os.path as osp
 
@@ -11,7 +10,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401
-from mmaddp.utils import load_tool_config, prepare_launch
+from mmaddp.utils import load_tool_config, prepare_launch, save_test_metrics
 
 
 def parse_args():
@@ -48,14 +47,8 @@ def main():
     prepare_launch(cfg)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
-    metrics = {k: round(float(v), 4) if isinstance(v, (int, float)) else v
-               for k, v in metrics.items()}
     if is_main_process():
-        out = osp.join(runner.work_dir, 'test_metrics.json')
-        with open(out + '.tmp', 'w') as f:
-            json.dump(dict(config=args.config, checkpoint=args.checkpoint, metrics=metrics), f,
-                      indent=2, default=str)
-        os.replace(out + '.tmp', out)  # never a half-written file
+        metrics = save_test_metrics(runner.work_dir, args.config, args.checkpoint, metrics)
     print(metrics)
 
 

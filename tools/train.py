@@ -9,10 +9,11 @@ import os.path as osp
 
 import torch
 from mmengine.config import DictAction
-from mmengine.runner import Runner
+from mmengine.dist import is_main_process
+from mmengine.runner import Runner, find_latest_checkpoint
 
 import mmaddp  # noqa: F401  (registers models, allow-lists checkpoint classes)
-from mmaddp.utils import load_tool_config, prepare_launch
+from mmaddp.utils import load_tool_config, prepare_launch, save_test_metrics
 
 
 def parse_args():
@@ -27,6 +28,10 @@ def parse_args():
                         help='enable automatic mixed precision training (needs a GPU)')
     parser.add_argument('--no-validate', action='store_true',
                         help='skip validation during training')
+    parser.add_argument('--test', action='store_true',
+                        help='after training, evaluate the final weights with the config\'s '
+                        'test settings, as tools/test.py does with the last checkpoint, and '
+                        'write WORK_DIR/test_metrics.json (saves starting a second process)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, as key=value pairs (e.g. '
@@ -72,6 +77,12 @@ def main():
         from mmengine.registry import RUNNERS
         runner = RUNNERS.build(cfg)
     runner.train()
+    if args.test:
+        metrics = runner.test()
+        if is_main_process():
+            ckpt = find_latest_checkpoint(runner.work_dir)
+            metrics = save_test_metrics(runner.work_dir, args.config, ckpt, metrics)
+        print(metrics)
 
 
 if __name__ == '__main__':

@@ -26,7 +26,8 @@ model = dict(
 
 train_dataloader = dict(batch_size=64, num_workers=2)
 optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05,
+                   fused=True),
     clip_grad=dict(max_norm=3.0),
     paramwise_cfg=dict(flat_decay_mult=0.0))
 max_iters = 2000

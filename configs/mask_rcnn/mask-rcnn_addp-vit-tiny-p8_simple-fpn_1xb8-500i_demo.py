@@ -56,7 +56,8 @@ train_dataloader = dict(batch_size=8, sampler=dict(type='InfiniteSampler', shuff
                         batch_sampler=None)
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.1),
+    optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.1,
+                   fused=True),
     constructor='BackboneLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.75, flat_decay_mult=0.0))
 max_iters = 500

@@ -22,7 +22,8 @@ val_evaluator = dict(type='MaskedTokenAccuracy')
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05,
+                   fused=True),
     paramwise_cfg=dict(flat_decay_mult=0.0))
 max_iters = 1200
 param_scheduler = [

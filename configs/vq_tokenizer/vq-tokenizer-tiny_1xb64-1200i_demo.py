@@ -14,7 +14,8 @@ train_dataloader = dict(batch_size=64, num_workers=2)
 val_evaluator = dict(type='ReconstructionMetric', num_codes=num_codes)
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.99), weight_decay=0.0))
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.99), weight_decay=0.0,
+                                    fused=True))
 max_iters = 1200
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
