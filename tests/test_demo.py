@@ -166,3 +166,17 @@ def test_seg_runs_start_from_their_classification_runs(tmp_path, monkeypatch, jo
     assert inits['seg'][1] >= table['cls'][0]['done']
     assert inits['seg_token'][1] >= table['cls'][1]['done']
     assert [r['checkpoint'] for r in table['seg']] == ['seg.pth', 'seg_token.pth']
+
+
+def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(monkeypatch):
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import run_demo
+
+    for key in run_demo.MALLOC_ENV:
+        monkeypatch.delenv(key, raising=False)
+    env = run_demo.Demo.env(dict(OMP_NUM_THREADS='1'))
+    assert env == dict(run_demo.MALLOC_ENV, OMP_NUM_THREADS='1')
+    assert int(env['MALLOC_MMAP_THRESHOLD_']) == 32 * 2**20  # glibc's largest mmap threshold
+    monkeypatch.setenv('MALLOC_MMAP_THRESHOLD_', '131072')  # the user's choice is kept
+    env = run_demo.Demo.env()
+    assert 'MALLOC_MMAP_THRESHOLD_' not in env and 'MALLOC_TRIM_THRESHOLD_' in env
