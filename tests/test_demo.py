@@ -168,15 +168,18 @@ def test_seg_runs_start_from_their_classification_runs(tmp_path, monkeypatch, jo
     assert [r['checkpoint'] for r in table['seg']] == ['seg.pth', 'seg_token.pth']
 
 
-def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(monkeypatch):
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
-    import run_demo
+def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(tmp_path,
+                                                                           monkeypatch):
+    from mmaddp.utils.stages import MALLOC_ENV, run_tool
 
-    for key in run_demo.MALLOC_ENV:
+    show = ['-c', 'import os; print("ENV", os.environ.get("MALLOC_MMAP_THRESHOLD_"), '
+            'os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"))']
+    for key in MALLOC_ENV:
         monkeypatch.delenv(key, raising=False)
-    env = run_demo.Demo.env(dict(OMP_NUM_THREADS='1'))
-    assert env == dict(run_demo.MALLOC_ENV, OMP_NUM_THREADS='1')
-    assert int(env['MALLOC_MMAP_THRESHOLD_']) == 32 * 2**20  # glibc's largest mmap threshold
+    log = tmp_path / 'a.log'
+    run_tool(show, str(log), env=dict(OMP_NUM_THREADS='1'))
+    assert f"ENV {32 * 2**20} {16 * 2**30} 1" in log.read_text()  # glibc's largest mmap threshold
     monkeypatch.setenv('MALLOC_MMAP_THRESHOLD_', '131072')  # the user's choice is kept
-    env = run_demo.Demo.env()
-    assert 'MALLOC_MMAP_THRESHOLD_' not in env and 'MALLOC_TRIM_THRESHOLD_' in env
+    log = tmp_path / 'b.log'
+    run_tool(show, str(log))
+    assert f"ENV 131072 {16 * 2**30} None" in log.read_text()

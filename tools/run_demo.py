@@ -56,13 +56,6 @@ NUM_SAMPLES = dict(full=256, quick=16)
 #: waits for
 RUN_ORDER = (('cls', False), ('det', True), ('cls', True), ('seg', False), ('det', False),
              ('seg', True))
-# glibc's malloc hands freed blocks over 128 KiB back to the system and then
-# faults the pages in again at the next allocation, every iteration; with
-# higher thresholds the processes keep their activations' memory (measured on
-# the tiny UperNet, two runs side by side: 0.318 -> 0.290 s per iteration,
-# system time 9.2 -> 4.0 s in 300 iterations). Environment variables, so
-# they reach every stage's process and nothing else; set in the shell, they win.
-MALLOC_ENV = dict(MALLOC_MMAP_THRESHOLD_=str(32 * 2**20), MALLOC_TRIM_THRESHOLD_=str(16 * 2**30))
 #: the bars of the issues (metric key in metrics.json, minimum)
 BARS = {'cls/top1': 90.0, 'seg/mIoU': 50.0, 'det/bbox_AP50': 50.0, 'det/segm_AP50': 40.0}
 
@@ -85,13 +78,6 @@ class Demo:
         self.start = time.time()
 
     # ---------------------------------------------------------------- utils
-    @staticmethod
-    def env(extra=None) -> dict:
-        """Environment of a stage's process: ``MALLOC_ENV`` (unless the shell
-        sets those variables) and ``extra``."""
-        malloc = {k: v for k, v in MALLOC_ENV.items() if k not in os.environ}
-        return dict(malloc, **(extra or {}))
-
     def log(self, msg: str) -> None:
         elapsed = time.time() - self.start
         print(f'[demo {int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {msg}', flush=True)
@@ -119,7 +105,7 @@ class Demo:
     def train(self, key, stage_dir, options, test=True, env=None):
         cfg = self.config(key, stage_dir, options)
         name = osp.basename(stage_dir)
-        return train_and_test(cfg, stage_dir, test=test, env=self.env(env),
+        return train_and_test(cfg, stage_dir, test=test, env=env,
                               echo=lambda line: self.log(f'[{name}] {line.strip()}'))
 
     # --------------------------------------------------------------- stages
@@ -228,10 +214,10 @@ class Demo:
         n = NUM_SAMPLES[self.mode]
         run_tool(['tools/generate.py', addp['config'], addp['checkpoint'], '--out', samples,
                   '--num-samples', str(n), '--steps', '8', '--seed', '0', '--batch-size', '32'],
-                 osp.join(stage_dir, 'run.log'), env=self.env(env))
+                 osp.join(stage_dir, 'run.log'), env=env)
         # the two reference points of the FID table: the start image repeated, and noise
         run_tool(['-c', BASELINE_SCRIPT, addp['config'], addp['checkpoint'], stage_dir, str(n)],
-                 osp.join(stage_dir, 'run.log'), env=self.env(env))
+                 osp.join(stage_dir, 'run.log'), env=env)
         return dict(samples=samples, grid=osp.join(samples, 'grid.png'), num_samples=n,
                     start_repeated=osp.join(stage_dir, 'start_repeated'),
                     noise=osp.join(stage_dir, 'noise'))
@@ -258,7 +244,7 @@ class Demo:
             cfg = self.config('cls', stage_dir, self.transfer_options('cls', None, tok, True))
             out = osp.join(stage_dir, 'code_ids.npz')
             run_tool(['tools/dataset_converters/cache_code_ids.py', cfg, '--out', out],
-                     osp.join(stage_dir, 'run.log'), env=self.env(env),
+                     osp.join(stage_dir, 'run.log'), env=env,
                      echo=lambda line: self.log(f'[cls_token_ids] {line.strip()}'))
             return dict(file=out)
 
@@ -294,7 +280,7 @@ class Demo:
             out = osp.join(stage_dir, f'{name}.json')
             run_tool(['tools/eval_fid.py', folder, ref, '--feature-config', cls['config'],
                       '--feature-checkpoint', cls['checkpoint'], '--out', out],
-                     osp.join(stage_dir, 'run.log'), env=self.env(env))
+                     osp.join(stage_dir, 'run.log'), env=env)
             with open(out) as f:
                 metrics = json.load(f)
             results[f'fid_{name}'] = metrics['fid']

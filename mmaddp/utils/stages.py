@@ -17,6 +17,13 @@ import time
 from typing import Callable, Dict, List, Optional
 
 MARKER = 'DONE.json'
+# glibc's malloc hands freed blocks over 128 KiB back to the system and then
+# faults the pages in again at the next allocation, every iteration; with
+# higher thresholds a stage's process keeps its activations' memory (measured
+# side by side: code-id encoding 29 -> 23 s per view, tiny UperNet 0.318 ->
+# 0.290 s per iteration). Every process ``run_tool`` starts gets them, unless
+# the shell sets these variables itself.
+MALLOC_ENV = dict(MALLOC_MMAP_THRESHOLD_=str(32 * 2**20), MALLOC_TRIM_THRESHOLD_=str(16 * 2**30))
 #: lines a tool prints to report progress (shown by ``run_tool``'s echo, as
 #: MMEngine's iteration lines are)
 PROGRESS = 'progress: '
@@ -64,9 +71,9 @@ def run_tool(args: List[str], log_file: str, env: Optional[dict] = None,
              echo: Callable[[str], None] = None) -> None:
     """Run ``python ARGS`` from the repository root, appending its output to
     ``log_file`` and passing MMEngine's iteration log lines and ``PROGRESS``
-    lines to ``echo``;
-    raise with the log's tail when it fails."""
-    env = dict(os.environ, **(env or {}))
+    lines to ``echo``; the process gets ``MALLOC_ENV`` (unless the shell
+    sets it) and ``env``. Raise with the log's tail when it fails."""
+    env = dict(MALLOC_ENV, **os.environ, **(env or {}))
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
     env.setdefault('PYTHONUNBUFFERED', '1')
     with open(log_file, 'a') as f:
