@@ -23,6 +23,8 @@ sys.path.insert(0, osp.join(ROOT, 'tools'))
 
 from run_demo import CONFIGS, Demo  # noqa: E402
 
+from mmaddp.utils.stages import tools_stopped_on_failure  # noqa: E402
+
 METRICS = dict(cls=[('top1', 'top-1 (%)')],
                det=[('bbox_AP50', 'box AP50'), ('segm_AP50', 'mask AP50'),
                     ('bbox_AP', 'box AP'), ('segm_AP', 'mask AP')],
@@ -67,7 +69,8 @@ def main():
     args = parser.parse_args()
     start = time.time()
     demo = Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full', jobs=args.jobs)
-    table = demo.pixel_vs_token()
+    with tools_stopped_on_failure():
+        table = demo.pixel_vs_token()
     with open(args.out, 'w') as f:
         f.write(render(table, demo, time.time() - start))
     print(open(args.out).read())

@@ -183,3 +183,65 @@ def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(tmp_p
     log = tmp_path / 'b.log'
     run_tool(show, str(log))
     assert f"ENV 131072 {16 * 2**30} None" in log.read_text()
+
+
+STOP_SCRIPT = r'''
+import os, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from mmaddp.utils.stages import run_tool, tools_stopped_on_failure
+log, pid_dir, how = sys.argv[1:]
+
+
+def sleeper(name):  # a stage process that runs for two minutes
+    path = os.path.join(pid_dir, name)
+    return ['-c', f'import os, time; open({path!r}, "w").write(str(os.getpid())); time.sleep(120)']
+
+
+with tools_stopped_on_failure():
+    ThreadPoolExecutor(1).submit(run_tool, sleeper('side'), log)  # like the code ids
+    if how == 'fail':
+        while not os.path.exists(os.path.join(pid_dir, 'side')):
+            time.sleep(0.05)
+        raise RuntimeError('the pretraining stage failed')
+    run_tool(sleeper('main'), log)  # like the token predictor
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    with open(f'/proc/{pid}/stat') as f:
+        return f.read().split(')')[-1].split()[0] != 'Z'
+
+
+@pytest.mark.parametrize('how', ['fail', 'sigterm'])
+def test_a_failed_or_terminated_demo_stops_its_stage_processes(tmp_path, how):
+    """When the main thread fails, or the script gets SIGTERM, the stage
+    processes still running (the code-id encoding runs beside the
+    pretraining) are stopped at once: the script exits promptly, leaving no
+    process behind."""
+    import signal
+    import time
+    names = ['side'] if how == 'fail' else ['side', 'main']
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, '-c', STOP_SCRIPT, str(tmp_path / 'stage.log'),
+                             str(tmp_path), how], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / n).exists() and (tmp_path / n).read_text() for n in names):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    children = [int((tmp_path / n).read_text()) for n in names]
+    start = time.monotonic()
+    if how == 'sigterm':
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - start < 30  # not the children's 120 s
+    if how == 'fail':
+        assert proc.returncode == 1 and 'the pretraining stage failed' in out
+    else:
+        assert proc.returncode == 128 + signal.SIGTERM
+    assert not any(_alive(pid) for pid in children)

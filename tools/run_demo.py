@@ -30,7 +30,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mmaddp.utils.stages import (MARKER, load_config, prepare_config, run_stage,  # noqa: E402
-                                 run_tool, train_and_test, write_json_atomic)
+                                 run_tool, tools_stopped_on_failure, train_and_test,
+                                 write_json_atomic)
 
 CONFIGS = dict(
     tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny_1xb64-1200i_demo.py',
@@ -455,7 +456,9 @@ def main():
                         help='fine-tuning runs at once (pixel / token input x 3 tasks), '
                         'each with cores / jobs threads; 1 runs them one after the other')
     args = parser.parse_args()
-    Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full', jobs=args.jobs).run()
+    with tools_stopped_on_failure():
+        Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full',
+             jobs=args.jobs).run()
 
 
 if __name__ == '__main__':

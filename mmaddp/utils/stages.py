@@ -6,10 +6,12 @@ holds its results and wall time. A stage folder without a marker (an
 interrupted run) is wiped and redone, so a half-written checkpoint is never
 used. MMEngine has no notion of a pipeline of runs, so this is written here.
 """
+import contextlib
 import json
 import os
 import os.path as osp
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +33,9 @@ PROGRESS = 'progress: '
 #: raise TypeError when two threads parse configs at once)
 _CONFIG_LOCK = threading.Lock()
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+#: the processes ``run_tool`` has started and that are still running
+_RUNNING = set()
+_RUNNING_LOCK = threading.Lock()
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -81,20 +86,71 @@ def run_tool(args: List[str], log_file: str, env: Optional[dict] = None,
         f.flush()
         proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for line in proc.stdout:
-            f.write(line)
-            if echo is None:
-                continue
-            if ' - mmengine - INFO - Iter(' in line:
-                echo('    ' + line.split(' - mmengine - INFO - ', 1)[1].strip()[:150])
-            elif line.startswith(PROGRESS):
-                echo('    ' + line[len(PROGRESS):].strip()[:150])
-        proc.wait()
+        with _RUNNING_LOCK:
+            _RUNNING.add(proc)
+        try:
+            for line in proc.stdout:
+                f.write(line)
+                if echo is None:
+                    continue
+                if ' - mmengine - INFO - Iter(' in line:
+                    echo('    ' + line.split(' - mmengine - INFO - ', 1)[1].strip()[:150])
+                elif line.startswith(PROGRESS):
+                    echo('    ' + line[len(PROGRESS):].strip()[:150])
+            proc.wait()
+        except BaseException:  # this thread was interrupted (Ctrl-C, SIGTERM)
+            _stop([proc])
+            raise
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(proc)
     if proc.returncode != 0:
         with open(log_file) as f:
             tail = f.read()[-4000:]
         raise RuntimeError(f'{" ".join(args[:2])} failed (exit {proc.returncode}); '
                            f'log {log_file}:\n{tail}')
+
+
+def stop_running_tools(timeout: float = 10.) -> int:
+    """Terminate the processes ``run_tool`` started that still run (SIGTERM,
+    then SIGKILL after ``timeout`` s); returns how many there were. Their
+    ``run_tool`` calls then raise, and their stages stay unfinished."""
+    with _RUNNING_LOCK:
+        procs = list(_RUNNING)
+    _stop(procs, timeout)
+    return len(procs)
+
+
+def _stop(procs, timeout: float = 10.) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def tools_stopped_on_failure():
+    """For a script's main thread: when the body raises (a failed stage,
+    Ctrl-C, or SIGTERM, which it turns into ``SystemExit``), the stage
+    processes still running elsewhere (e.g. the code-id encoding beside the
+    pretraining) are stopped instead of being left to finish or waited for."""
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    except BaseException:
+        stop_running_tools()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def last_checkpoint(work_dir: str) -> str:
