@@ -111,17 +111,9 @@ def run_tool(args: List[str], log_file: str, env: Optional[dict] = None,
                            f'log {log_file}:\n{tail}')
 
 
-def stop_running_tools(timeout: float = 10.) -> int:
-    """Terminate the processes ``run_tool`` started that still run (SIGTERM,
-    then SIGKILL after ``timeout`` s); returns how many there were. Their
-    ``run_tool`` calls then raise, and their stages stay unfinished."""
-    with _RUNNING_LOCK:
-        procs = list(_RUNNING)
-    _stop(procs, timeout)
-    return len(procs)
-
-
 def _stop(procs, timeout: float = 10.) -> None:
+    """SIGTERM to the processes, SIGKILL to those alive ``timeout`` s later.
+    Their ``run_tool`` calls then raise, and their stages stay unfinished."""
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
@@ -147,7 +139,9 @@ def tools_stopped_on_failure():
     try:
         yield
     except BaseException:
-        stop_running_tools()
+        with _RUNNING_LOCK:
+            running = list(_RUNNING)
+        _stop(running)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
