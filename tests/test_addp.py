@@ -90,9 +90,12 @@ def _attention(block, x):
     return x + h @ block.mlp.fc2.weight.t() + block.mlp.fc2.bias
 
 
-def reference_loss(model, images, mask_t, mask_next):
-    """Steps 1-7 of ADDP_SPEC.md, written out."""
+def reference_loss(model, images, mask_t, mask_next, table_in=None):
+    """Steps 1-7 of ADDP_SPEC.md, written out. ``table_in``: the token table
+    the reliable-token inputs read (default the decoder's); the MLM output
+    always multiplies by the table detached."""
     tok, pred, enc, dec = model.tokenizer, model.token_predictor, model.backbone, model.neck
+    table_in = dec.token_emb.weight if table_in is None else table_in
     with torch.no_grad():
         ids, e0 = tok.encode(images)                                  # 1
         b, h, w = ids.shape
@@ -125,7 +128,7 @@ def reference_loss(model, images, mask_t, mask_next):
             rows.append(tokj + posj[0, j])
         for j in range(L):
             if not mask_t[i, j]:
-                rows.append(dec.token_emb.weight[z0[i, j]] + dec.decoder_pos_token_embed[0, j + 1])
+                rows.append(table_in[z0[i, j]] + dec.decoder_pos_token_embed[0, j + 1])
         y = torch.stack(rows)[None]
         for blk in dec.decoder_blocks:
             y = _attention(blk, y)
@@ -134,7 +137,7 @@ def reference_loss(model, images, mask_t, mask_next):
         m = dec.mlm_layer
         hid = F.layer_norm(F.gelu(y @ m.fc.weight.t() + m.fc.bias), (WIDTH, ), m.ln.weight,
                            m.ln.bias, 1e-6)
-        logits = hid @ dec.token_emb.weight.t() + m.bias
+        logits = hid @ dec.token_emb.weight.detach().t() + m.bias.view(-1)
         vocab = logits.shape[-1]                                      # 7
         target = torch.zeros(L, vocab)
         target[:, :CODES] = q_t[i]
@@ -168,6 +171,35 @@ def test_denoising_loss_matches_spec():
         assert not part.training
 
 
+def test_token_table_learns_through_reliable_inputs_only():
+    """The decoder's token_emb gradient after one step equals the gradient of
+    the written-out loss through the reliable-token inputs alone (the
+    release's detached MLM table), and is zero when no position is reliable."""
+    model = tiny_addp().eval()
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(3, 3, 32, 32, generator=gen)
+    table = model.neck.token_emb.weight
+    for t, t_next in ((0, 3), (10, 14), (40, 45)):  # mask ratios 0.51 / 0.64 / 0.92
+        mask_t, mask_next = model.mask_schedule.masks_for(3, L, t, t_next, generator=gen)
+        model.zero_grad()
+        model.denoising_loss(images, mask_t, mask_next).backward()
+        table_in = table.detach().clone().requires_grad_()
+        reference_loss(model, images, mask_t, mask_next, table_in=table_in).backward()
+        torch.testing.assert_close(table.grad, table_in.grad, atol=1e-6, rtol=1e-4)
+        reliable_ids = set(model.tokenizer.encode(images)[0].flatten(1)[~mask_t].tolist())
+        others = [i for i in range(table.shape[0]) if i not in reliable_ids]
+        assert table.grad[others].abs().max() == 0  # e.g. every class id and the mask id
+        assert table.grad[sorted(reliable_ids)].abs().sum(1).min() > 0
+
+    # the fully masked state: no reliable input, no gradient at all
+    mask_t, mask_next = model.mask_schedule.masks_for(3, L, 65, 65, generator=gen)
+    assert mask_t.all()
+    model.zero_grad()
+    model.denoising_loss(images, mask_t, mask_next).backward()
+    assert table.grad is None or table.grad.abs().max() == 0
+    assert model.neck.mlm_layer.bias.grad.abs().max() > 0  # the output side still learns
+
+
 def test_only_masked_positions_contribute():
     model = tiny_addp()
     logits = torch.randn(2, L, CODES + 2, requires_grad=True)
@@ -197,19 +229,39 @@ def test_frozen_parts_outside_optimizer():
 
 # -------------------------------------------------------------- checkpoints
 def test_released_addp_checkpoint_loads(tmp_path):
-    from test_addp_vit import released_addp_checkpoint
+    """The whole released file as saved (1 x 1 x vocab MLM biases, unused
+    tables, vqgan.* and token_predictor.* copies) loads into every part."""
+    from release_layouts import addp_checkpoint, vqgan_shapes
     from mmaddp.models import ADDPViT
-    ckpt = released_addp_checkpoint(dim=WIDTH, depth=2, grid=4, dec_depth=2, vocab=CODES + 2)
-    # the tiny model uses 8 px patches; adapt the released shapes accordingly
-    ckpt['model']['patch_embed.proj.weight'] = torch.randn(WIDTH, 3, 8, 8) * 0.05
-    del ckpt['model']['vqgan.quantize.embedding.weight'], ckpt['model']['vqgan.encoder.conv_in.weight']
-    del ckpt['model']['token_predictor.token_emb.word_embeddings.weight']
+    vq = vqgan_shapes(ch=16, mults=(1, 2, 2, 4), nres=1, code=16, codes=CODES, nmid=1)
+    ckpt = addp_checkpoint(dim=WIDTH, depth=2, grid=4, dec_depth=2, vocab=CODES + 2, patch=8,
+                           vqgan=vq, mage=dict(d=32, depth=1, dd=32, ddepth=1, seq=L + 1))
+    assert ckpt['model']['mlm_layer.bias'].shape == (1, 1, CODES + 2)
+    assert ckpt['model']['token_predictor.mlm_layer.bias'].shape == (1, 1, CODES + 2)
     path = tmp_path / 'addp-vit-tiny-8.pth'
+    torch.save(ckpt, path)
+    model = tiny_addp().eval()
+    result = model.load_checkpoint(str(path))
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    state = ckpt['model']
+    own = model.state_dict()
+    for k, v in state.items():  # every tensor the model has is the file's
+        if k.startswith(('blocks.', 'patch_embed.', 'cls_token', 'pos_embed', 'norm.')):
+            assert torch.equal(own['backbone.' + k], v), k
+        elif k.startswith(('decoder_', 'mask_token', 'token_emb.', 'mlm_layer.')) and \
+                'neck.' + k in own:
+            assert torch.equal(own['neck.' + k].view(v.shape), v), k
+    pred_state = model.token_predictor.state_dict()
+    assert all(torch.equal(v, state['token_predictor.' + k]) for k, v in pred_state.items())
+    tok_state = model.tokenizer.state_dict()
+    assert all(torch.equal(v, state['vqgan.' + k]) for k, v in tok_state.items())
+    del ckpt['model']['token_predictor.token_emb.position_ids']  # not all copies have it
+    for k in [k for k in ckpt['model'] if k.startswith('vqgan.')]:
+        del ckpt['model'][k]
     torch.save(ckpt, path)
     model = tiny_addp(checkpoint=str(path)).eval()
     result = model.load_checkpoint(str(path))
-    assert [k for k in result.missing_keys if k.startswith(('backbone.', 'neck.'))] == []
-    assert result.unexpected_keys == []
+    assert result.missing_keys == [] and result.unexpected_keys == []
     assert torch.equal(model.neck.decoder_pos_mask_embed, ckpt['model']['decoder_pos_mask_embed'])
     assert torch.equal(model.backbone.pre_norm.weight, ckpt['model']['tokenizer_norm.weight'])
 
@@ -234,3 +286,25 @@ def test_released_addp_checkpoint_loads(tmp_path):
     with pytest.raises(ValueError, match='not an ADDP checkpoint'):
         torch.save({'state_dict': {'encoder.conv_in.weight': torch.zeros(1)}}, tmp_path / 'v.pth')
         model.load_checkpoint(str(tmp_path / 'v.pth'))
+
+    # a genuinely wrong shape is refused, naming the tensor
+    ckpt['model']['mlm_layer.bias'] = torch.zeros(1, 1, CODES + 5)
+    torch.save(ckpt, tmp_path / 'wrong.pth')
+    with pytest.raises(ValueError, match=r'neck\.mlm_layer\.bias: checkpoint \(1, 1, 69\)'):
+        model.load_checkpoint(str(tmp_path / 'wrong.pth'))
+
+
+def test_mmaddp_addp_checkpoint_with_flat_bias_still_loads(tmp_path):
+    """An ADDP runner checkpoint written before the release's bias shape."""
+    from mmengine.runner.checkpoint import load_checkpoint
+    src = tiny_addp()
+    state = dict(src.state_dict())
+    state['neck.mlm_layer.bias'] = torch.randn(CODES + 2)
+    path = tmp_path / 'iter_600.pth'
+    torch.save({'meta': {}, 'state_dict': state}, path)
+    for load in (lambda m: m.load_checkpoint(str(path)),
+                 lambda m: load_checkpoint(m, str(path), strict=True)):
+        model = tiny_addp()
+        load(model)
+        assert torch.equal(model.neck.mlm_layer.bias.flatten(), state['neck.mlm_layer.bias'])
+        assert torch.equal(model.neck.token_emb.weight, state['neck.token_emb.weight'])

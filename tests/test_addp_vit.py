@@ -9,6 +9,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from mmaddp.models import ADDPViT
 from mmaddp.models.utils import load_addp_encoder_state_dict
+from release_layouts import addp_checkpoint, classifier_checkpoint
 
 DIM, DEPTH, HEADS = 64, 4, 4
 
@@ -135,49 +136,8 @@ def test_layer_depth():
 # ----------------------------------------------------------------- checkpoints
 def released_addp_checkpoint(dim=DIM, depth=DEPTH, grid=4, dec_depth=2, vocab=2025, seed=0):
     """A file in the released addp-vit-*-16.pth layout, random weights."""
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=g) * 0.05
-
-    n = grid * grid
-    model = {
-        'patch_embed.proj.weight': r(dim, 3, 16, 16), 'patch_embed.proj.bias': r(dim),
-        'cls_token': r(1, 1, dim), 'pos_embed': r(1, 1 + n, dim),
-        'tokenizer_norm.weight': 1 + r(dim), 'tokenizer_norm.bias': r(dim),
-        'norm.weight': 1 + r(dim), 'norm.bias': r(dim),
-    }
-
-    def block(prefix, width):
-        return {
-            f'{prefix}.norm1.weight': 1 + r(width), f'{prefix}.norm1.bias': r(width),
-            f'{prefix}.attn.qkv.weight': r(3 * width, width), f'{prefix}.attn.qkv.bias': r(3 * width),
-            f'{prefix}.attn.proj.weight': r(width, width), f'{prefix}.attn.proj.bias': r(width),
-            f'{prefix}.norm2.weight': 1 + r(width), f'{prefix}.norm2.bias': r(width),
-            f'{prefix}.mlp.fc1.weight': r(4 * width, width), f'{prefix}.mlp.fc1.bias': r(4 * width),
-            f'{prefix}.mlp.fc2.weight': r(width, 4 * width), f'{prefix}.mlp.fc2.bias': r(width),
-        }
-
-    for i in range(depth):
-        model.update(block(f'blocks.{i}', dim))
-    for i in range(dec_depth):
-        model.update(block(f'decoder_blocks.{i}', dim))
-    model.update({
-        'decoder_embed.weight': r(dim, dim), 'decoder_embed.bias': r(dim),
-        'mask_token': r(1, 1, dim), 'decoder_pos_embed_learned': r(1, 1 + n, dim),
-        'decoder_pos_mask_embed': r(1, 1 + n, dim), 'decoder_pos_token_embed': r(1, 1 + n, dim),
-        'decoder_norm.weight': 1 + r(dim), 'decoder_norm.bias': r(dim),
-        'token_emb.weight': r(vocab, dim),
-        'mlm_layer.fc.weight': r(dim, dim), 'mlm_layer.fc.bias': r(dim),
-        'mlm_layer.ln.weight': 1 + r(dim), 'mlm_layer.ln.bias': r(dim), 'mlm_layer.bias': r(vocab),
-        'decoder_pos_embed': r(1, 1 + n, dim), 'pos_token_embed': r(1, 1 + n, dim),
-        'pos_mask_embed': r(1, 1 + n, dim), 'decoder_pred.weight': r(vocab, dim),
-        'decoder_pred.bias': r(vocab),
-        'vqgan.quantize.embedding.weight': r(1024, 256),
-        'vqgan.encoder.conv_in.weight': r(128, 3, 3, 3),
-        'token_predictor.token_emb.word_embeddings.weight': r(vocab, dim),
-    })
-    return {'model': model}
+    return addp_checkpoint(dim=dim, depth=depth, grid=grid, dec_depth=dec_depth, vocab=vocab,
+                           seed=seed)
 
 
 ENCODER_KEYS_SKIPPED = ('decoder', 'mask_token', 'token_emb', 'mlm_layer', 'vqgan.',

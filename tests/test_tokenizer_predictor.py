@@ -5,83 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from mmaddp.models import TokenPredictor, VQTokenizer
+from release_layouts import mage_checkpoint, mage_shapes, random_state, vqgan_shapes
 
 
 # ----------------------------------------------------- released layouts
-def _resblock(prefix, cin, cout, g):
-    keys = {f'{prefix}.norm1.weight': (cin, ), f'{prefix}.norm1.bias': (cin, ),
-            f'{prefix}.conv1.weight': (cout, cin, 3, 3), f'{prefix}.norm2.weight': (cout, ),
-            f'{prefix}.norm2.bias': (cout, ), f'{prefix}.conv2.weight': (cout, cout, 3, 3)}
-    if cin != cout:  # 1x1 on the branch output: out -> out
-        keys[f'{prefix}.nin_shortcut.weight'] = (cout, cout, 1, 1)
-    return keys
-
-
-def released_vqgan_shapes(ch=32, mults=(1, 1, 2, 2, 4), nres=2, code=16, codes=64):
-    """Key -> shape of vqgan_jax_strongaug.ckpt, written from the spec's text."""
-    s = {'encoder.conv_in.weight': (ch, 3, 3, 3)}
-    prev = ch
-    for i, m in enumerate(mults):
-        for j in range(nres):
-            s.update(_resblock(f'encoder.down.{i}.block.{j}', prev, ch * m, 32))
-            prev = ch * m
-    for j in (1, 2):
-        s.update(_resblock(f'encoder.mid.block_{j}', prev, prev, 32))
-    s.update({'encoder.norm_out.weight': (prev, ), 'encoder.norm_out.bias': (prev, ),
-              'encoder.conv_out.weight': (code, prev, 1, 1), 'encoder.conv_out.bias': (code, ),
-              'decoder.conv_in.weight': (ch * mults[-1], code, 3, 3),
-              'decoder.conv_in.bias': (ch * mults[-1], )})
-    prev = ch * mults[-1]
-    for j in (1, 2):
-        s.update(_resblock(f'decoder.mid.block_{j}', prev, prev, 32))
-    for i in reversed(range(len(mults))):
-        for j in range(nres):
-            s.update(_resblock(f'decoder.up.{i}.block.{j}', prev, ch * mults[i], 32))
-            prev = ch * mults[i]
-        if i > 0:
-            s[f'decoder.up.{i}.upsample.conv.weight'] = (prev, prev, 3, 3)
-            s[f'decoder.up.{i}.upsample.conv.bias'] = (prev, )
-    s.update({'decoder.norm_out.weight': (ch, ), 'decoder.norm_out.bias': (ch, ),
-              'decoder.conv_out.weight': (3, ch, 3, 3), 'decoder.conv_out.bias': (3, ),
-              'quantize.embedding.weight': (codes, code)})
-    return s
-
-
-def _timm_block(prefix, d):
-    return {f'{prefix}.norm1.weight': (d, ), f'{prefix}.norm1.bias': (d, ),
-            f'{prefix}.attn.qkv.weight': (3 * d, d), f'{prefix}.attn.qkv.bias': (3 * d, ),
-            f'{prefix}.attn.proj.weight': (d, d), f'{prefix}.attn.proj.bias': (d, ),
-            f'{prefix}.norm2.weight': (d, ), f'{prefix}.norm2.bias': (d, ),
-            f'{prefix}.mlp.fc1.weight': (4 * d, d), f'{prefix}.mlp.fc1.bias': (4 * d, ),
-            f'{prefix}.mlp.fc2.weight': (d, 4 * d), f'{prefix}.mlp.fc2.bias': (d, )}
-
-
-def released_mage_shapes(d=32, depth=2, dd=48, ddepth=2, vocab=2025, seq=257):
-    s = {'token_emb.word_embeddings.weight': (vocab, d),
-         'token_emb.position_embeddings.weight': (seq, d),
-         'token_emb.LayerNorm.weight': (d, ), 'token_emb.LayerNorm.bias': (d, ),
-         'norm.weight': (d, ), 'norm.bias': (d, ), 'decoder_embed.weight': (dd, d),
-         'decoder_embed.bias': (dd, ), 'decoder_pos_embed_learned': (1, seq, dd),
-         'decoder_norm.weight': (dd, ), 'decoder_norm.bias': (dd, ),
-         'mlm_layer.fc.weight': (d, dd), 'mlm_layer.fc.bias': (d, ),
-         'mlm_layer.ln.weight': (d, ), 'mlm_layer.ln.bias': (d, ), 'mlm_layer.bias': (vocab, )}
-    for i in range(depth):
-        s.update(_timm_block(f'blocks.{i}', d))
-    for i in range(ddepth):
-        s.update(_timm_block(f'decoder_blocks.{i}', dd))
-    unused = {'pos_embed': (1, seq, d), 'decoder_pos_embed': (1, seq, dd),
-              'decoder_pred.weight': (vocab, dd), 'decoder_pred.bias': (vocab, ),
-              'cls_token': (1, 1, d), 'mask_token': (1, 1, dd)}
-    return s, unused
-
-
-def _random(shapes, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(*v, generator=g) * 0.05 for k, v in shapes.items()}
-
-
 def test_released_vqgan_loads_exactly(tmp_path):
-    state = _random(released_vqgan_shapes())
+    state = random_state(vqgan_shapes())
     path = tmp_path / 'vqgan_jax_strongaug.ckpt'
     torch.save({'state_dict': state}, path)
     tok = VQTokenizer(base_channels=32, code_dim=16, num_codes=64)
@@ -94,38 +23,97 @@ def test_released_vqgan_loads_exactly(tmp_path):
 
     # the default arguments are the released architecture (names and shapes)
     full = {k: tuple(v.shape) for k, v in VQTokenizer().state_dict().items()}
-    assert full == released_vqgan_shapes(ch=128, code=256, codes=1024)
+    assert full == vqgan_shapes(ch=128, code=256, codes=1024)
+
+
+SMALL_MAGE = dict(embed_dims=32, depth=2, num_heads=2, decoder_embed_dims=48, decoder_depth=2,
+                  decoder_num_heads=4)
 
 
 def test_released_mage_loads_exactly(tmp_path):
-    shapes, unused = released_mage_shapes()
-    state = _random({**shapes, **unused})
+    """The whole MAGE file as saved: 1 x 1 x 2025 MLM bias, the unused MAE
+    parts, position_ids and the vqgan copy."""
+    state = mage_checkpoint()
+    assert state['mlm_layer.bias'].shape == (1, 1, 2025)
     path = tmp_path / 'mage-vitb-1600.pth'
     torch.save({'model': state}, path)
-    arch = dict(embed_dims=32, depth=2, num_heads=2, decoder_embed_dims=48, decoder_depth=2,
-                decoder_num_heads=4)
-    pred = TokenPredictor(arch=arch)
+    pred = TokenPredictor(arch=SMALL_MAGE)
     result = pred.load_checkpoint(str(path))
     assert result.missing_keys == [] and result.unexpected_keys == []
+    used, _ = mage_shapes()
     own = pred.state_dict()
-    assert set(own) == set(shapes)
-    assert all(torch.equal(own[k], state[k]) for k in shapes)
-    # the named archs are MAGE ViT-B / ViT-L
+    assert set(own) == set(used)
+    assert all(torch.equal(own[k], state[k]) for k in used)
+    # the released bias is what the logits add
+    ids = torch.randint(0, 1024, (2, 256))
+    mask = torch.rand(2, 256) < 0.5
+    with torch.no_grad():
+        logits = pred.eval().logits(ids, mask)
+        pred.mlm_layer.bias.zero_()
+        without = pred.logits(ids, mask)
+    torch.testing.assert_close(logits - without, state['mlm_layer.bias'][..., :1024].expand_as(
+        logits), atol=1e-5, rtol=0)
+    # the named archs are MAGE ViT-B / ViT-L (names and shapes)
     full_b = {k: tuple(v.shape) for k, v in TokenPredictor('b').state_dict().items()}
-    assert full_b == released_mage_shapes(768, 12, 768, 8)[0]
+    assert full_b == mage_shapes(768, 12, 768, 8)[0]
+
+
+def test_mage_checkpoint_of_wrong_shape_is_refused(tmp_path):
+    state = mage_checkpoint()
+    state['mlm_layer.bias'] = torch.zeros(1, 1, 2000)  # another vocabulary
+    torch.save({'model': state}, tmp_path / 'mage.pth')
+    with pytest.raises(ValueError, match=r'mlm_layer\.bias: checkpoint \(1, 1, 2000\) vs '
+                                         r'model \(1, 1, 2025\)'):
+        TokenPredictor(arch=SMALL_MAGE, checkpoint=str(tmp_path / 'mage.pth'))
+
+
+def test_mmaddp_predictor_checkpoint_with_flat_bias_still_loads(tmp_path):
+    """Files mmaddp wrote before the release's bias shape (vocab,) load,
+    through load_checkpoint and through the runner's loader."""
+    from mmengine.runner.checkpoint import load_checkpoint
+    torch.manual_seed(0)
+    src = TokenPredictor(arch=SMALL_MAGE)
+    state = {k: v.clone() for k, v in src.state_dict().items()}
+    state['mlm_layer.bias'] = torch.randn(2025)
+    path = tmp_path / 'iter_100.pth'
+    torch.save({'meta': {}, 'state_dict': state}, path)
+    for load in (lambda m: m.load_checkpoint(str(path)),
+                 lambda m: load_checkpoint(m, str(path), strict=True)):
+        model = TokenPredictor(arch=SMALL_MAGE)
+        load(model)
+        assert model.mlm_layer.bias.shape == (1, 1, 2025)
+        assert torch.equal(model.mlm_layer.bias.flatten(), state['mlm_layer.bias'])
+
+
+def test_predictor_table_learns_through_inputs_only():
+    """MAGE multiplies the output by the detached word table: rows of ids
+    that no input shows get no gradient (with the table in the output they
+    all would, through the softmax)."""
+    torch.manual_seed(0)
+    pred = TokenPredictor(arch=SMALL_MAGE, codebook_size=64, num_classes=1, class_id=64,
+                          num_tokens=16).eval()
+    ids = torch.randint(0, 32, (2, 16))  # codes 32..63 never appear
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[:, :8] = True
+    logits = pred.logits(ids, mask)
+    F.cross_entropy(logits[mask], ids[mask]).backward()
+    grad = pred.token_emb.word_embeddings.weight.grad
+    shown = set(ids[~mask].tolist()) | {pred.class_id, pred.mask_id}
+    unseen = [i for i in range(pred.vocab_size) if i not in shown]
+    assert grad[unseen].abs().max() == 0
+    assert all(grad[i].abs().sum() > 0 for i in shown)
+    assert pred.mlm_layer.bias.grad[0, 0, 32:64].abs().min() > 0  # the outputs do learn
 
 
 def test_wrong_kind_of_checkpoint(tmp_path):
-    shapes, _ = released_mage_shapes()
-    torch.save({'model': _random(shapes)}, tmp_path / 'mage.pth')
-    torch.save({'state_dict': _random(released_vqgan_shapes())}, tmp_path / 'vq.ckpt')
+    used, _ = mage_shapes()
+    torch.save({'model': random_state(used)}, tmp_path / 'mage.pth')
+    torch.save({'state_dict': random_state(vqgan_shapes())}, tmp_path / 'vq.ckpt')
     with pytest.raises(ValueError, match='not a VQ tokenizer checkpoint'):
         VQTokenizer(base_channels=32, code_dim=16, num_codes=64,
                     checkpoint=str(tmp_path / 'mage.pth'))
     with pytest.raises(ValueError, match='not a MAGE token predictor checkpoint'):
-        TokenPredictor(arch=dict(embed_dims=32, depth=2, num_heads=2, decoder_embed_dims=48,
-                                 decoder_depth=2, decoder_num_heads=4),
-                       checkpoint=str(tmp_path / 'vq.ckpt'))
+        TokenPredictor(arch=SMALL_MAGE, checkpoint=str(tmp_path / 'vq.ckpt'))
     with pytest.raises(ValueError, match='does not fit'):
         VQTokenizer(base_channels=64, code_dim=16, num_codes=64,
                     checkpoint=str(tmp_path / 'vq.ckpt'))

@@ -7,10 +7,12 @@ import os.path as osp
 
 from mmengine.config import DictAction
 from mmengine.dist import is_main_process
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401
-from mmaddp.utils import load_tool_config, prepare_launch, save_test_metrics
+from mmaddp.models.utils.checkpoint_convert import read_classifier_checkpoint
+from mmaddp.utils import load_state_into, load_tool_config, prepare_launch, save_test_metrics
 
 
 def parse_args():
@@ -30,12 +32,29 @@ def parse_args():
     return args
 
 
+def load_release_classifier(runner, state, path):
+    """Load a converted release classifier into the runner's model; every
+    tensor of the model must come from the file."""
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    result = load_state_into(model, state, f'Checkpoint {path}')
+    missing = [k for k in result.missing_keys if not k.startswith('data_preprocessor.')]
+    if missing or result.unexpected_keys:
+        raise ValueError(f'Checkpoint {path} (a classifier fine-tuned by the ADDP release) does '
+                         f'not match the config\'s model: missing {missing[:5]}, unexpected '
+                         f'{result.unexpected_keys[:5]} (for the release, the backbone needs '
+                         "out_type='avg_featmap', pre_norm=False, final_norm=False)")
+
+
 def main():
     args = parse_args()
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint file not found: {args.checkpoint}')
     cfg = load_tool_config(args)
-    cfg.load_from = args.checkpoint
+    # a classifier fine-tuned by the authors' code ('model' key, fc_norm,
+    # head) is converted to ImageClassifier keys; anything else loads through
+    # the runner as it is
+    release_state = read_classifier_checkpoint(args.checkpoint)
+    cfg.load_from = None if release_state is not None else args.checkpoint
     if args.out is not None:
         dump = dict(type='DumpResults', out_file_path=args.out)  # mmengine's metric
         evaluators = cfg.test_evaluator
@@ -46,6 +65,8 @@ def main():
 
     prepare_launch(cfg)
     runner = Runner.from_cfg(cfg)
+    if release_state is not None:
+        load_release_classifier(runner, release_state, args.checkpoint)
     metrics = runner.test()
     if is_main_process():
         metrics = save_test_metrics(runner.work_dir, args.config, args.checkpoint, metrics)

@@ -4,12 +4,14 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmpretrain.models.selfsup import BaseSelfSupervisor
+from torch.nn.modules.module import _IncompatibleKeys
 
 from mmaddp.registry import MODELS
 from mmaddp.utils import load_checkpoint_file, load_state_into
 from ..utils.checkpoint_convert import (RELEASE_DECODER_PREFIXES, RELEASE_ENCODER_PREFIXES,
                                          is_unused_release_key, rename_release_key)
 from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
+from ..token_predictors.token_predictor import upgrade_mlm_bias
 from ..utils.mask_ratio import MaskRatioSchedule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -93,7 +95,13 @@ class ADDP(BaseSelfSupervisor):
     def load_checkpoint(self, path: str):
         """Load a released ``addp-vit-*-16.pth`` (``model`` key; encoder and
         decoder keys at top level, optional ``vqgan.*`` / ``token_predictor.*``
-        copies of the frozen parts) or an mmaddp ADDP checkpoint."""
+        copies of the frozen parts) or an mmaddp ADDP checkpoint.
+
+        Returns:
+            ``_IncompatibleKeys``: missing / unexpected keys of the model and
+            of the frozen parts the file holds copies of (``tokenizer.*``,
+            ``token_predictor.*``).
+        """
         ckpt = load_checkpoint_file(path)
         self._start_pixels_cache = None  # the frozen parts may change below
         state = ckpt.get('model', ckpt.get('state_dict', ckpt))
@@ -116,12 +124,20 @@ class ADDP(BaseSelfSupervisor):
             raise ValueError(f'Checkpoint {path} is not an ADDP checkpoint: it needs encoder '
                              "and decoder keys ('patch_embed.*', 'decoder_embed.*') or an "
                              "mmaddp 'backbone.*' state_dict")
+        upgrade_mlm_bias(mapped, 'neck.mlm_layer.bias')  # mmaddp files before the release shape
+        missing, unexpected = [], []
         for name, part in self._frozen_parts.items():  # copies of the frozen parts
             sub = {k[len(name) + 1:]: mapped.pop(k) for k in list(mapped)
                    if k.startswith(name + '.')}
-            if sub:
-                load_state_into(part, sub, f'Checkpoint {path} ({name}.*)')
-        return load_state_into(self, mapped, f'Checkpoint {path}')
+            if not sub:
+                continue
+            source = f'Checkpoint {path} ({name}.*)'
+            result = (part.load_release_state(sub, source) if name == 'token_predictor' else
+                      load_state_into(part, sub, source))
+            missing += [f'{name}.{k}' for k in result.missing_keys]
+            unexpected += [f'{name}.{k}' for k in result.unexpected_keys]
+        result = load_state_into(self, mapped, f'Checkpoint {path}')
+        return _IncompatibleKeys(result.missing_keys + missing, result.unexpected_keys + unexpected)
 
     # -------------------------------------------------------------- process
     @torch.no_grad()

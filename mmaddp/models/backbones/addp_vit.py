@@ -5,7 +5,6 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.utils import resize_pos_embed
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
@@ -13,6 +12,7 @@ from timm.models.vision_transformer import Block
 from mmaddp.registry import register_backbone
 from mmaddp.utils import load_state_into
 from ..utils.checkpoint_convert import load_addp_encoder_state_dict
+from ..utils.release_init import init_like_release
 from .code_token_embed import CodeTokenEmbed
 from .window_attention import WindowBlock
 
@@ -81,9 +81,15 @@ class ADDPViT(BaseModule):
             plus optionally the preprocessor's ``mean`` / ``std``; the patch
             embedding becomes a :class:`CodeTokenEmbed` (one learned vector
             per code, ``patch_size`` must equal the tokenizer's downsampling).
-        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)``
-            loads a released ADDP checkpoint or an mmaddp checkpoint (see
-            :func:`load_addp_encoder_state_dict`).
+        init_cfg (dict, optional): ``None`` (default) initialises from scratch
+            as the release (xavier_uniform Linears and flattened patch
+            projection, normal(0.02) class token and position embedding; see
+            :mod:`mmaddp.models.utils.release_init`);
+            ``dict(type='Pretrained', checkpoint=PATH)`` loads a released ADDP
+            checkpoint, a classifier fine-tuned by the release (its
+            ``fc_norm`` becomes ``pooled_norm``) or an mmaddp checkpoint (see
+            :func:`load_addp_encoder_state_dict`); any other mmengine
+            ``init_cfg`` replaces the default init.
     """
 
     arch_zoo = {
@@ -210,39 +216,28 @@ class ADDPViT(BaseModule):
 
     # ------------------------------------------------------------------ init
     def init_weights(self):
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
             self._load_pretrained(self.init_cfg['checkpoint'])
             self._is_init = True
             return
-        if self.init_cfg is None:  # the ViT/MAE default
-            trunc_normal_(self.pos_embed, std=0.02)
-            trunc_normal_(self.cls_token, std=0.02)
-            self.apply(self._init_module)
+        if self.init_cfg is None:  # the release's from-scratch init
+            embeddings = [self.pos_embed, self.cls_token]
+            if isinstance(self.patch_embed, CodeTokenEmbed):
+                embeddings.append(self.patch_embed.embedding.weight)
+                projections = []
+            else:
+                projections = [self.patch_embed.proj]
+            init_like_release([self], embeddings=embeddings, patch_projections=projections)
             self._is_init = True
         else:
             super().init_weights()
-
-    @staticmethod
-    def _init_module(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
-            # the patch projection is a linear map of each patch
-            w = m.weight.data
-            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
     def _load_pretrained(self, checkpoint: str):
         state_dict = load_addp_encoder_state_dict(
             checkpoint, pos_embed_shape=self.patch_resolution,
             num_extra_tokens=self.num_extra_tokens,
-            keep_pre_norm=not isinstance(self.pre_norm, nn.Identity))
+            keep_pre_norm=not isinstance(self.pre_norm, nn.Identity),
+            keep_pooled_norm=hasattr(self, 'pooled_norm'))
         if isinstance(self.patch_embed, CodeTokenEmbed):  # ids replace the pixel projection
             state_dict = {k: v for k, v in state_dict.items()
                           if not k.startswith('patch_embed.proj.')}

@@ -6,11 +6,11 @@ written here on top of timm blocks and the MLM layer of the predictor.
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from mmaddp.registry import MODELS
 from ..token_predictors.token_predictor import MlmLayer
+from ..utils.release_init import init_like_release
 
 
 def _layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
@@ -27,8 +27,9 @@ class TokenDecoder(BaseModule):
        ``decoder_pos_mask_embed`` instead.
     3. One extra input per reliable (unmasked) position is appended: the token
        embedding of its id + ``decoder_pos_token_embed`` of that position.
-    4. timm blocks, LayerNorm, MLM layer tied to ``token_emb`` -> logits
-       B x L x vocab for the L image positions.
+    4. timm blocks, LayerNorm, MLM layer with ``token_emb`` detached -> logits
+       B x L x vocab for the L image positions. As in the release, the token
+       table gets gradient only through the reliable-token inputs of step 3.
 
     Key names follow the released ``addp-vit-*-16.pth``.
 
@@ -61,18 +62,14 @@ class TokenDecoder(BaseModule):
         self.mlm_layer = MlmLayer(embed_dims, embed_dims, vocab_size)
 
     def init_weights(self):
+        """The release's init from scratch (xavier_uniform Linears, normal(0.02)
+        mask token, position embeddings and token table); an ``init_cfg``
+        given in the config replaces it."""
         if self.init_cfg is not None:
             return super().init_weights()
-        for p in (self.mask_token, self.decoder_pos_embed_learned, self.decoder_pos_mask_embed,
-                  self.decoder_pos_token_embed, self.token_emb.weight):
-            trunc_normal_(p, std=0.02)  # the MAE/MAGE default
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_like_release([self], embeddings=[
+            self.mask_token, self.decoder_pos_embed_learned, self.decoder_pos_mask_embed,
+            self.decoder_pos_token_embed, self.token_emb.weight])
         self._is_init = True
 
     def forward(self, features: torch.Tensor, ids: torch.Tensor,

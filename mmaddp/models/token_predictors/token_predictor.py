@@ -9,14 +9,15 @@ from typing import Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
-from mmengine.model.weight_init import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from mmaddp.registry import MODELS
 from mmaddp.utils import load_checkpoint_file, load_state_into
 from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
 from ..utils.mask_ratio import TruncatedNormalMaskRatio
+from ..utils.release_init import init_like_release
 
 
 def _layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
@@ -41,17 +42,36 @@ class TokenEmbedding(nn.Module):
 
 
 class MlmLayer(nn.Module):
-    """Linear -> GELU -> LayerNorm -> dot product with the word embeddings +
-    bias: logits over the whole vocabulary."""
+    """Linear -> GELU -> LayerNorm -> dot product with the *detached* token
+    table + bias: logits over the whole vocabulary.
+
+    As in the release (MAGE and ADDP), the table multiplies the output
+    without gradient: it learns only where it embeds the input tokens.
+    ``bias`` has the released shape 1 x 1 x vocab; a state dict with the
+    bias as (vocab,), as mmaddp saved it before, is reshaped on load.
+    """
 
     def __init__(self, in_dim: int, word_dim: int, vocab_size: int):
         super().__init__()
         self.fc = nn.Linear(in_dim, word_dim)
         self.ln = _layer_norm(word_dim)
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.bias = nn.Parameter(torch.zeros(1, 1, vocab_size))
 
     def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        return self.ln(F.gelu(self.fc(x))) @ word_embeddings.t() + self.bias
+        """Features B x N x in_dim, table vocab x word_dim -> logits B x N x vocab."""
+        return self.ln(F.gelu(self.fc(x))) @ word_embeddings.detach().t() + self.bias
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        upgrade_mlm_bias(state_dict, prefix + 'bias')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def upgrade_mlm_bias(state: dict, key: str) -> None:
+    """Reshape, in place, an MLM bias saved as (vocab,) (mmaddp before it
+    took the release's layout) to the released 1 x 1 x vocab."""
+    value = state.get(key)
+    if isinstance(value, torch.Tensor) and value.dim() == 1:
+        state[key] = value.view(1, 1, -1)
 
 
 @MODELS.register_module()
@@ -62,7 +82,8 @@ class TokenPredictor(BaseModel):
     replaced by ``mask_id`` (so their true ids are hidden). Encoder: token
     embedding, timm blocks, LayerNorm. Decoder: linear projection, every
     masked position replaced by the projected class-position vector, learned
-    positions, timm blocks, LayerNorm, MLM layer tied to the word embeddings.
+    positions, timm blocks, LayerNorm, MLM layer with the word embeddings
+    (detached, as in MAGE: the table learns through the inputs only).
     Key names follow ``mage-vit{b,l}-1600.pth``; ``checkpoint=PATH`` loads it.
     Attention runs through ``F.scaled_dot_product_attention`` (timm blocks).
 
@@ -155,19 +176,14 @@ class TokenPredictor(BaseModel):
             self.eval()
 
     def _init_own_weights(self):
-        for name, m in self.named_modules():
-            if name.startswith('tokenizer'):
-                continue
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                trunc_normal_(m.weight, std=0.02)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        trunc_normal_(self.decoder_pos_embed_learned, std=0.02)
+        """The release's init (MAGE: xavier_uniform Linears, normal(0.02)
+        token table, position tables and learned decoder positions); the
+        frozen tokenizer held inside is left alone."""
+        init_like_release(
+            [m for name, m in self.named_children() if name != 'tokenizer'],
+            embeddings=[self.token_emb.word_embeddings.weight,
+                        self.token_emb.position_embeddings.weight,
+                        self.decoder_pos_embed_learned])
 
     def init_weights(self):
         """Weights are set in ``__init__`` (and by ``checkpoint``); a frozen
@@ -176,10 +192,14 @@ class TokenPredictor(BaseModel):
 
     @staticmethod
     def _unused_release_key(key: str) -> bool:
-        """Released keys with no use here: fixed sin-cos tables, the pixel
-        head and training-only tokens."""
-        return key in ('pos_embed', 'decoder_pos_embed', 'cls_token', 'mask_token') or \
-            key.startswith(('decoder_pred.', 'tokenizer.', 'data_preprocessor.'))
+        """Released keys with no use here: MAGE keeps MAE's pixel parts
+        (``patch_embed``, fixed sin-cos tables, ``decoder_pred``), training-only
+        tokens, BERT's ``token_emb.position_ids`` buffer and a ``vqgan.*``
+        copy of the tokenizer (configured separately here)."""
+        return key in ('pos_embed', 'decoder_pos_embed', 'cls_token', 'mask_token',
+                       'token_emb.position_ids') or \
+            key.startswith(('decoder_pred.', 'patch_embed.', 'vqgan.', 'tokenizer.',
+                            'data_preprocessor.'))
 
     def load_checkpoint(self, path: str):
         """Load ``mage-vit*-1600.pth`` (``model`` key) or an mmaddp checkpoint
@@ -197,8 +217,20 @@ class TokenPredictor(BaseModel):
             else:
                 raise ValueError(f'Checkpoint {path} is not a MAGE token predictor checkpoint: no '
                                  f"'{marker}' (found e.g. {sorted(state)[:3]})")
-        state = {k: v for k, v in state.items() if not self._unused_release_key(k)}
-        return load_state_into(self, state, f'Checkpoint {path}')
+        return self.load_release_state(state, f'Checkpoint {path}')
+
+    def load_release_state(self, state: dict, source: str):
+        """Load a MAGE (or mmaddp) state dict: the release's unused tensors
+        are dropped (and counted in the log), a (vocab,) MLM bias reshaped;
+        shapes are checked (see :func:`load_state_into`)."""
+        unused = sorted(k for k in state if self._unused_release_key(k))
+        state = {k: v for k, v in state.items() if k not in set(unused)}
+        upgrade_mlm_bias(state, 'mlm_layer.bias')
+        if unused:
+            MMLogger.get_current_instance().info(
+                f'TokenPredictor: {len(unused)} tensors of {source} are not used by the model '
+                f'(MAE pixel parts, sin-cos tables, position_ids, vqgan copy): {unused[:6]}...')
+        return load_state_into(self, state, source)
 
     def train(self, mode: bool = True):
         super().train(mode and not self.frozen)

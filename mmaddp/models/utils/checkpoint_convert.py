@@ -20,12 +20,13 @@ RELEASE_DECODER_PREFIXES = ('decoder_embed.', 'mask_token', 'decoder_pos_embed_l
                             'decoder_pos_mask_embed', 'decoder_pos_token_embed',
                             'decoder_blocks.', 'decoder_norm.', 'token_emb.', 'mlm_layer.')
 RELEASE_UNUSED_KEYS = ('decoder_pos_embed', 'pos_token_embed', 'pos_mask_embed')  # exact names
-RELEASE_RENAMES = {'tokenizer_norm.': 'pre_norm.'}
+# the release's fine-tuning model keeps the pooled LayerNorm as fc_norm
+RELEASE_RENAMES = {'tokenizer_norm.': 'pre_norm.', 'fc_norm.': 'pooled_norm.'}
 
 
 def rename_release_key(key: str) -> str:
     """A released encoder key -> the ``ADDPViT`` name (``tokenizer_norm`` ->
-    ``pre_norm``)."""
+    ``pre_norm``, the fine-tuned classifier's ``fc_norm`` -> ``pooled_norm``)."""
     for old, new in RELEASE_RENAMES.items():
         if key.startswith(old):
             return new + key[len(old):]
@@ -63,13 +64,20 @@ def _unwrap(checkpoint) -> Dict[str, torch.Tensor]:
 
 
 def convert_to_encoder_state_dict(checkpoint: dict, source: str = 'checkpoint',
-                                  keep_pre_norm: bool = True) -> Dict[str, torch.Tensor]:
+                                  keep_pre_norm: bool = True,
+                                  keep_pooled_norm: bool = True) -> Dict[str, torch.Tensor]:
     """Pick the encoder tensors out of any ADDP checkpoint layout.
 
     Handles the released ``addp-vit-*-16.pth`` (``model`` key, ``tokenizer_norm``),
+    the authors' fine-tuned classifiers (``model`` key, ``fc_norm`` and
+    ``head``; ``fc_norm`` becomes ``pooled_norm``, the head is dropped),
     mmaddp runner checkpoints (``state_dict`` with a ``backbone.`` prefix, as
     written for ``ADDP`` pretraining and for downstream models), bare
     ``ADDPViT`` state dicts and DDP ``module.`` prefixes.
+
+    Args:
+        keep_pre_norm, keep_pooled_norm (bool): keep the LayerNorm before the
+            blocks / after the pooling (drop them for a backbone without it).
 
     Raises:
         ValueError: if the checkpoint holds no ADDP encoder; names what it
@@ -94,18 +102,22 @@ def convert_to_encoder_state_dict(checkpoint: dict, source: str = 'checkpoint',
         key = rename_release_key(key)
         if key.startswith('pre_norm.') and not keep_pre_norm:
             continue
+        if key.startswith('pooled_norm.') and not keep_pooled_norm:
+            continue
         out[key] = value
     return out
 
 
 def load_addp_encoder_state_dict(path: str, pos_embed_shape: Tuple[int, int],
                                  num_extra_tokens: int = 1,
-                                 keep_pre_norm: bool = True) -> Dict[str, torch.Tensor]:
+                                 keep_pre_norm: bool = True,
+                                 keep_pooled_norm: bool = True) -> Dict[str, torch.Tensor]:
     """Load a checkpoint file and return ``ADDPViT`` tensors, with the
     position embedding (1 x (extra + N) x C) resized to ``pos_embed_shape``."""
     checkpoint = load_checkpoint_file(path)
     state = convert_to_encoder_state_dict(checkpoint, source=f'Checkpoint {path}',
-                                          keep_pre_norm=keep_pre_norm)
+                                          keep_pre_norm=keep_pre_norm,
+                                          keep_pooled_norm=keep_pooled_norm)
     if 'pos_embed' in state:
         pos_embed = state['pos_embed']
         num_patches = pos_embed.shape[1] - num_extra_tokens
@@ -121,3 +133,40 @@ def load_addp_encoder_state_dict(path: str, pos_embed_shape: Tuple[int, int],
                 pos_embed.float(), (side, side), tuple(pos_embed_shape), mode='bicubic',
                 num_extra_tokens=num_extra_tokens).to(pos_embed.dtype)
     return state
+
+
+def is_release_classifier(state: Dict[str, torch.Tensor]) -> bool:
+    """Whether a (``model``-unwrapped) state dict is a classifier fine-tuned
+    by the authors' code: encoder keys at top level, ``fc_norm`` and ``head``."""
+    return ('head.weight' in state and 'blocks.0.attn.qkv.weight' in state and
+            not any(k.startswith('backbone.') for k in state))
+
+
+def convert_release_classifier(checkpoint: dict, source: str = 'checkpoint'
+                               ) -> Dict[str, torch.Tensor]:
+    """A classifier fine-tuned by the authors' code -> mmpretrain
+    ``ImageClassifier`` keys: ``backbone.*`` (``fc_norm`` -> ``pooled_norm``)
+    and ``head.fc.*`` (from ``head.*``).
+
+    Raises:
+        ValueError: if the file is not such a classifier.
+    """
+    state = _unwrap(checkpoint)
+    if not is_release_classifier(state):
+        raise ValueError(f'{source} is not a classifier fine-tuned by the ADDP release '
+                         "(needs 'blocks.*' and 'head.weight' at top level)")
+    out = {'backbone.' + k: v for k, v in convert_to_encoder_state_dict(
+        state, source=source).items()}
+    out.update({'head.fc.' + k[len('head.'):]: v for k, v in state.items()
+                if k.startswith('head.')})
+    return out
+
+
+def read_classifier_checkpoint(path: str) -> Optional[Dict[str, torch.Tensor]]:
+    """The ``ImageClassifier`` state dict of ``path`` when it is a classifier
+    fine-tuned by the authors' code; ``None`` for any other checkpoint (mmaddp
+    and mmpretrain runner files load as they are)."""
+    checkpoint = load_checkpoint_file(path)
+    if not isinstance(checkpoint, dict) or not is_release_classifier(_unwrap(checkpoint)):
+        return None
+    return convert_release_classifier(checkpoint, source=f'Checkpoint {path}')
