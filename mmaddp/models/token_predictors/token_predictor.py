@@ -224,7 +224,7 @@ class TokenPredictor(BaseModel):
         are dropped (and counted in the log), a (vocab,) MLM bias reshaped;
         shapes are checked (see :func:`load_state_into`)."""
         unused = sorted(k for k in state if self._unused_release_key(k))
-        state = {k: v for k, v in state.items() if k not in set(unused)}
+        state = {k: v for k, v in state.items() if not self._unused_release_key(k)}
         upgrade_mlm_bias(state, 'mlm_layer.bias')
         if unused:
             MMLogger.get_current_instance().info(
