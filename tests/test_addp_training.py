@@ -1,5 +1,11 @@
 """The tiny ADDP config trains on the bundled corpus with 2 CPU processes
-(tools/dist_train.sh, gloo) and its loss falls."""
+(tools/dist_train.sh, gloo) and its loss falls.
+
+With the release's detached token table in the MLM output, the width-64
+decoder learns its output scale slowly: measured with the test's predictor,
+4.87 -> 4.63 in 240 iterations (4.87 -> 4.70 in 120); with the table in the
+output, as mmaddp had it before, 4.84 -> 4.20 in 120. The bar is half of
+the measured fall."""
 import glob
 import json
 import os
@@ -11,7 +17,7 @@ import sys
 from conftest import ROOT
 
 ADDP_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p8_1xb64-2000i_demo.py')
-ITERS = 120
+ITERS = 240
 
 
 def _free_port():
@@ -48,5 +54,5 @@ def test_tiny_addp_loss_falls_with_two_processes(tmp_path, trained_tokenizer, tr
     assert [i for i, _ in losses] == list(range(10, ITERS + 1, 10))
     first, last = losses[0][1], min(loss for _, loss in losses[-3:])
     print(f'ADDP tiny loss {first:.3f} -> {last:.3f}')
-    assert last < first - 0.3
+    assert last < first - 0.12
     assert osp.isfile(tmp_path / f'iter_{ITERS}.pth')

@@ -71,11 +71,23 @@ def test_token_predictor_from_scratch():
                            decoder_pos=pred.decoder_pos_embed_learned))
 
 
-def test_explicit_init_cfg_replaces_the_default():
-    """An mmengine init_cfg in the config wins over the release's init."""
+@pytest.mark.parametrize('build', [
+    lambda cfg: ADDPViT(arch=dict(embed_dims=WIDTH, num_layers=1, num_heads=6), img_size=64,
+                        init_cfg=cfg),
+    lambda cfg: TokenDecoder(in_channels=WIDTH, embed_dims=WIDTH, depth=1, num_heads=6,
+                             num_tokens=64, init_cfg=cfg),
+    lambda cfg: TokenPredictor(arch=dict(embed_dims=WIDTH, depth=1, num_heads=6,
+                                         decoder_embed_dims=WIDTH, decoder_depth=1,
+                                         decoder_num_heads=6), num_tokens=64, init_cfg=cfg)])
+def test_explicit_init_cfg_replaces_the_layer_initialisers(build):
+    """An mmengine init_cfg (dict or list) wins over xavier for the layers;
+    the tokens and tables stay normal(0.02)."""
     torch.manual_seed(0)
-    vit = ADDPViT(arch='nano', img_size=32, patch_size=8,
-                  init_cfg=[dict(type='Constant', layer='Linear', val=0.5, bias=0.)])
-    vit.init_weights()
-    assert torch.equal(vit.blocks[0].attn.qkv.weight,
-                       torch.full_like(vit.blocks[0].attn.qkv.weight, 0.5))
+    model = build([dict(type='Constant', layer='Linear', val=0.5, bias=0.)])
+    model.init_weights()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(torch.equal(m.weight, torch.full_like(m.weight, 0.5))
+                           for m in linears)
+    tokens = [p for n, p in model.named_parameters()
+              if n.endswith(('cls_token', 'mask_token', 'word_embeddings.weight'))]
+    _check_normal_002({str(i): t for i, t in enumerate(tokens)})

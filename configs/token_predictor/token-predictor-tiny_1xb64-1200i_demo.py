@@ -15,7 +15,14 @@ model = dict(
     mask_ratio=dict(mean=0.55, std=0.25, low=0.5, high=1.0),
     tokenizer=dict(type='VQTokenizer', base_channels=16, channel_mults=(1, 2, 2, 4),
                    num_res_blocks=1, code_dim=32, num_codes=num_codes, norm_groups=8,
-                   checkpoint=tokenizer_checkpoint))
+                   checkpoint=tokenizer_checkpoint),
+    # not MAGE's init at this width (measured in README, "The frozen parts"):
+    # Linear weights trunc_normal(0.02), not xavier (3-4x larger at width 128),
+    # and the token table std 0.02 * 768 / 128, so that its logits through the
+    # detached table have ViT-B's scale
+    init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
+              dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
+              dict(type='Normal', layer='Embedding', std=0.12)])
 
 train_dataloader = dict(batch_size=64, num_workers=2)
 val_evaluator = dict(type='MaskedTokenAccuracy')

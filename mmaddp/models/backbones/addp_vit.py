@@ -89,7 +89,9 @@ class ADDPViT(BaseModule):
             checkpoint, a classifier fine-tuned by the release (its
             ``fc_norm`` becomes ``pooled_norm``) or an mmaddp checkpoint (see
             :func:`load_addp_encoder_state_dict`); any other mmengine
-            ``init_cfg`` replaces the default init.
+            ``init_cfg`` (dict or list) replaces the release's initialisers
+            of the Linear / LayerNorm layers (tokens, position embedding and
+            patch projection stay as the release's).
     """
 
     arch_zoo = {
@@ -220,17 +222,17 @@ class ADDPViT(BaseModule):
             self._load_pretrained(self.init_cfg['checkpoint'])
             self._is_init = True
             return
-        if self.init_cfg is None:  # the release's from-scratch init
-            embeddings = [self.pos_embed, self.cls_token]
-            if isinstance(self.patch_embed, CodeTokenEmbed):
-                embeddings.append(self.patch_embed.embedding.weight)
-                projections = []
-            else:
-                projections = [self.patch_embed.proj]
-            init_like_release([self], embeddings=embeddings, patch_projections=projections)
-            self._is_init = True
+        # from scratch: the release's init, or the init_cfg initialisers for
+        # the layers (the tokens and the patch projection as the release)
+        embeddings = [self.pos_embed, self.cls_token]
+        if isinstance(self.patch_embed, CodeTokenEmbed):
+            embeddings.append(self.patch_embed.embedding.weight)
+            projections = []
         else:
-            super().init_weights()
+            projections = [self.patch_embed.proj]
+        init_like_release([self], embeddings=embeddings, patch_projections=projections,
+                          layer_init_cfg=self.init_cfg)
+        self._is_init = True
 
     def _load_pretrained(self, checkpoint: str):
         state_dict = load_addp_encoder_state_dict(

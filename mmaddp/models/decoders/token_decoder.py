@@ -64,12 +64,11 @@ class TokenDecoder(BaseModule):
     def init_weights(self):
         """The release's init from scratch (xavier_uniform Linears, normal(0.02)
         mask token, position embeddings and token table); an ``init_cfg``
-        given in the config replaces it."""
-        if self.init_cfg is not None:
-            return super().init_weights()
+        given in the config replaces the initialisers of the Linear /
+        LayerNorm layers (the embeddings stay normal(0.02))."""
         init_like_release([self], embeddings=[
             self.mask_token, self.decoder_pos_embed_learned, self.decoder_pos_mask_embed,
-            self.decoder_pos_token_embed, self.token_emb.weight])
+            self.decoder_pos_token_embed, self.token_emb.weight], layer_init_cfg=self.init_cfg)
         self._is_init = True
 
     def forward(self, features: torch.Tensor, ids: torch.Tensor,

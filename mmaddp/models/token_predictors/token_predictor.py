@@ -107,6 +107,10 @@ class TokenPredictor(BaseModel):
             for training on images.
         frozen (bool): eval mode and no gradients, for use inside ADDP.
         checkpoint (str, optional): a released MAGE file or an mmaddp one.
+        init_cfg (dict | list[dict], optional): mmengine initialisers for the
+            Linear / LayerNorm layers when training from scratch, in place of
+            the release's xavier_uniform / constant (the embeddings stay
+            normal(0.02)).
     """
 
     archs = {
@@ -177,13 +181,15 @@ class TokenPredictor(BaseModel):
 
     def _init_own_weights(self):
         """The release's init (MAGE: xavier_uniform Linears, normal(0.02)
-        token table, position tables and learned decoder positions); the
-        frozen tokenizer held inside is left alone."""
+        token table, position tables and learned decoder positions), or the
+        ``init_cfg`` initialisers for the layers; the frozen tokenizer held
+        inside is left alone."""
         init_like_release(
             [m for name, m in self.named_children() if name != 'tokenizer'],
             embeddings=[self.token_emb.word_embeddings.weight,
                         self.token_emb.position_embeddings.weight,
-                        self.decoder_pos_embed_learned])
+                        self.decoder_pos_embed_learned],
+            layer_init_cfg=self.init_cfg)
 
     def init_weights(self):
         """Weights are set in ``__init__`` (and by ``checkpoint``); a frozen

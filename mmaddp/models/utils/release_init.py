@@ -14,7 +14,7 @@ initialiser and are written here:
   normal(0, 0.02); mmengine's initialisers address modules, not parameters.
 """
 import copy
-from typing import Iterable, Sequence
+from typing import Iterable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -39,18 +39,25 @@ def init_patch_projection(conv: nn.Conv2d) -> None:
 
 def init_like_release(modules: Sequence[nn.Module],
                       embeddings: Iterable[torch.Tensor] = (),
-                      patch_projections: Iterable[nn.Conv2d] = ()) -> None:
+                      patch_projections: Iterable[nn.Conv2d] = (),
+                      layer_init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
     """Initialise ``modules`` (recursively) as the release does.
 
     Args:
         modules: the modules whose Linear / LayerNorm layers are initialised
             (frozen parts held inside must not be listed).
-        embeddings: parameters drawn from normal(0, 0.02) afterwards.
+        embeddings: parameters drawn from normal(0, 0.02).
         patch_projections: convolutions initialised as flattened Linears.
+        layer_init_cfg: mmengine initialisers to use instead of
+            :data:`RELEASE_INIT_CFG` (default: the release's); applied last,
+            so they may also re-draw ``nn.Embedding`` tables (e.g.
+            ``dict(type='Normal', layer='Embedding', std=...)``).
     """
-    for module in modules:
-        initialize(module, copy.deepcopy(RELEASE_INIT_CFG))
-    for conv in patch_projections:
-        init_patch_projection(conv)
+    layer_init_cfg = RELEASE_INIT_CFG if layer_init_cfg is None else layer_init_cfg
     for param in embeddings:
         nn.init.normal_(param, std=EMBEDDING_STD)
+    for conv in patch_projections:
+        init_patch_projection(conv)
+    # last, so that an init_cfg may also address nn.Embedding token tables
+    for module in modules:
+        initialize(module, copy.deepcopy(layer_init_cfg))
