@@ -53,13 +53,13 @@ def test_stage_runs_once_and_redoes_an_interrupted_one(tmp_path):
 
 def test_schedule_scaling_and_flat_stage_config(tmp_path):
     src = osp.join(ROOT, 'configs', 'mask_rcnn',
-                   'mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-450i_demo.py')
+                   'mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-500i_demo.py')
     dst = prepare_config(src, str(tmp_path / 'config.py'),
                          {'model.backbone.init_cfg.checkpoint': 'x.pth'}, max_iters=150)
     cfg = Config.fromfile(dst)
     assert cfg.train_cfg.max_iters == 150 and cfg.train_cfg.val_interval == 150
-    assert cfg.param_scheduler[1].milestones == [120, 139]
-    assert cfg.param_scheduler[0].end == 12  # 36 * 150 / 450
+    assert cfg.param_scheduler[1].milestones == [120, 140]  # 400, 465 scaled by 150 / 500
+    assert cfg.param_scheduler[0].end == 12  # 40 * 150 / 500
     assert cfg.model.backbone.init_cfg.checkpoint == 'x.pth'
     assert '_delete_' not in open(dst).read()
     with pytest.raises(KeyError, match='not found'):

@@ -91,3 +91,18 @@ def test_explicit_init_cfg_replaces_the_layer_initialisers(build):
     tokens = [p for n, p in model.named_parameters()
               if n.endswith(('cls_token', 'mask_token', 'word_embeddings.weight'))]
     _check_normal_002({str(i): t for i, t in enumerate(tokens)})
+
+
+def test_init_cfg_may_redraw_token_tables():
+    """Layer initialisers run after the release's normal(0.02) draws, so an
+    init_cfg can give the nn.Embedding tables another std (the tiny
+    predictor config does); bare tokens keep 0.02."""
+    torch.manual_seed(0)
+    pred = TokenPredictor(arch=dict(embed_dims=WIDTH, depth=1, num_heads=6,
+                                    decoder_embed_dims=WIDTH, decoder_depth=1,
+                                    decoder_num_heads=6), num_tokens=64,
+                          init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
+                                    dict(type='Normal', layer='Embedding', std=0.12)])
+    assert float(pred.token_emb.word_embeddings.weight.std()) == pytest.approx(0.12, rel=0.05)
+    assert float(pred.blocks[0].attn.qkv.weight.std()) == pytest.approx(0.02, rel=0.05)
+    _check_normal_002(dict(decoder_pos=pred.decoder_pos_embed_learned))

@@ -104,6 +104,15 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_cls_root):
     a = load(dist_dir / 'iter_4.pth')['state_dict']
     b = load(single_dir / 'iter_4.pth')['state_dict']
     for key in b:
+        if key.endswith('attn.qkv.bias'):
+            # the key bias gets no true gradient (softmax ignores a shift that
+            # is the same for all keys), so AdamW turns float noise of ~1e-10
+            # into steps of ~lr: compare it loosely, the q and v biases exactly
+            c = b[key].numel() // 3
+            torch.testing.assert_close(a[key][c:2 * c], b[key][c:2 * c], atol=1e-4, rtol=0,
+                                       msg=key)
+            qv = torch.cat([torch.arange(c), torch.arange(2 * c, 3 * c)])
+            a[key], b[key] = a[key][qv], b[key][qv]
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
 
 

@@ -38,7 +38,7 @@ CONFIGS = dict(
     token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-1200i_demo.py',
     addp='configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py',
     cls='configs/imagenet/addp-vit-tiny-p8_1xb64-8000i_demo.py',
-    det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-450i_demo.py',
+    det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-500i_demo.py',
     seg='configs/upernet/upernet_addp-vit-tiny-p8_1xb8-1400i_demo-96x96.py',
 )
 #: iterations per stage: the full demo (None: the config's own) and --quick
