@@ -53,8 +53,12 @@ def register_safe_checkpoint_globals():
     torch.serialization.add_safe_globals(_safe_globals())
 
 
-def load_checkpoint_file(path: str, map_location='cpu'):
+def load_checkpoint_file(path: str, map_location='cpu', mmap: bool = False):
     """``torch.load`` with ``weights_only=True`` and errors that name the file.
+
+    ``mmap=True`` maps the tensors instead of reading them (cheap when only
+    the keys are looked at); files in torch's legacy format, which cannot be
+    mapped, are read as usual.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -64,6 +68,12 @@ def load_checkpoint_file(path: str, map_location='cpu'):
     if not osp.isfile(path):
         raise FileNotFoundError(f'Checkpoint file not found: {path}')
     try:
+        if mmap:
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if 'mmap' not in str(err):
+                    raise
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(
@@ -78,11 +88,18 @@ def load_checkpoint_file(path: str, map_location='cpu'):
 def load_state_into(module, state: dict, source: str):
     """Load ``state`` into ``module`` non-strictly after checking shapes.
 
-    Raises ``ValueError`` naming the first mismatching tensors (a checkpoint
-    of another size), logs missing and unexpected keys, and returns the
-    ``load_state_dict`` result.
+    Submodules that define ``upgrade_state_dict(state, prefix)`` first
+    rewrite earlier layouts of their own keys (as their
+    ``_load_from_state_dict`` does on the runner's path), so the check sees
+    what will be loaded. Raises ``ValueError`` naming the first mismatching
+    tensors (a checkpoint of another size), logs missing and unexpected keys,
+    and returns the ``load_state_dict`` result; ``state`` is not modified.
     """
     from mmengine.logging import MMLogger
+    state = dict(state)
+    for prefix, sub in module.named_modules(prefix=''):
+        if hasattr(sub, 'upgrade_state_dict'):
+            sub.upgrade_state_dict(state, f'{prefix}.' if prefix else '')
     own = module.state_dict()
     bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
            for k, v in state.items() if k in own and own[k].shape != v.shape]

@@ -11,7 +11,6 @@ from mmaddp.utils import load_checkpoint_file, load_state_into
 from ..utils.checkpoint_convert import (RELEASE_DECODER_PREFIXES, RELEASE_ENCODER_PREFIXES,
                                          is_unused_release_key, rename_release_key)
 from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
-from ..token_predictors.token_predictor import upgrade_mlm_bias
 from ..utils.mask_ratio import MaskRatioSchedule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -124,7 +123,6 @@ class ADDP(BaseSelfSupervisor):
             raise ValueError(f'Checkpoint {path} is not an ADDP checkpoint: it needs encoder '
                              "and decoder keys ('patch_embed.*', 'decoder_embed.*') or an "
                              "mmaddp 'backbone.*' state_dict")
-        upgrade_mlm_bias(mapped, 'neck.mlm_layer.bias')  # mmaddp files before the release shape
         missing, unexpected = [], []
         for name, part in self._frozen_parts.items():  # copies of the frozen parts
             sub = {k[len(name) + 1:]: mapped.pop(k) for k in list(mapped)

@@ -61,17 +61,17 @@ class MlmLayer(nn.Module):
         """Features B x N x in_dim, table vocab x word_dim -> logits B x N x vocab."""
         return self.ln(F.gelu(self.fc(x))) @ word_embeddings.detach().t() + self.bias
 
+    @staticmethod
+    def upgrade_state_dict(state: dict, prefix: str) -> None:
+        """Reshape, in place, a bias saved as (vocab,) (mmaddp before it took
+        the release's layout) to 1 x 1 x vocab (see :func:`load_state_into`)."""
+        value = state.get(prefix + 'bias')
+        if isinstance(value, torch.Tensor) and value.dim() == 1:
+            state[prefix + 'bias'] = value.view(1, 1, -1)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        upgrade_mlm_bias(state_dict, prefix + 'bias')
+        self.upgrade_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def upgrade_mlm_bias(state: dict, key: str) -> None:
-    """Reshape, in place, an MLM bias saved as (vocab,) (mmaddp before it
-    took the release's layout) to the released 1 x 1 x vocab."""
-    value = state.get(key)
-    if isinstance(value, torch.Tensor) and value.dim() == 1:
-        state[key] = value.view(1, 1, -1)
 
 
 @MODELS.register_module()
@@ -227,11 +227,10 @@ class TokenPredictor(BaseModel):
 
     def load_release_state(self, state: dict, source: str):
         """Load a MAGE (or mmaddp) state dict: the release's unused tensors
-        are dropped (and counted in the log), a (vocab,) MLM bias reshaped;
-        shapes are checked (see :func:`load_state_into`)."""
+        are dropped (and counted in the log); shapes are checked and earlier
+        mmaddp layouts upgraded (see :func:`load_state_into`)."""
         unused = sorted(k for k in state if self._unused_release_key(k))
         state = {k: v for k, v in state.items() if not self._unused_release_key(k)}
-        upgrade_mlm_bias(state, 'mlm_layer.bias')
         if unused:
             MMLogger.get_current_instance().info(
                 f'TokenPredictor: {len(unused)} tensors of {source} are not used by the model '

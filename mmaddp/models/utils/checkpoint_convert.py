@@ -165,8 +165,9 @@ def convert_release_classifier(checkpoint: dict, source: str = 'checkpoint'
 def read_classifier_checkpoint(path: str) -> Optional[Dict[str, torch.Tensor]]:
     """The ``ImageClassifier`` state dict of ``path`` when it is a classifier
     fine-tuned by the authors' code; ``None`` for any other checkpoint (mmaddp
-    and mmpretrain runner files load as they are)."""
-    checkpoint = load_checkpoint_file(path)
+    and mmpretrain runner files load as they are). The file is memory-mapped,
+    so looking at another kind of checkpoint reads only its keys."""
+    checkpoint = load_checkpoint_file(path, mmap=True)
     if not isinstance(checkpoint, dict) or not is_release_classifier(_unwrap(checkpoint)):
         return None
     return convert_release_classifier(checkpoint, source=f'Checkpoint {path}')
