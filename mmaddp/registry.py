@@ -8,18 +8,21 @@ tasks need are registered in every scope that uses them, so that
 """
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET_OPTIM_WRAPPER_CONSTRUCTORS
+from mmdet.registry import OPTIM_WRAPPERS as MMDET_OPTIM_WRAPPERS
 from mmengine.registry import MODEL_WRAPPERS
 from mmpretrain.registry import BATCH_AUGMENTS, DATASETS, HOOKS, METRICS, TRANSFORMS  # noqa: F401
 from mmpretrain.registry import MODELS
-from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS
 from mmseg.registry import MODELS as MMSEG_MODELS
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_OPTIM_WRAPPER_CONSTRUCTORS
+from mmseg.registry import OPTIM_WRAPPERS as MMSEG_OPTIM_WRAPPERS
 
 #: model registries of the scopes a backbone is usable from
 ALL_SCOPE_MODELS = (MODELS, MMDET_MODELS, MMSEG_MODELS)
 ALL_SCOPE_OPTIM_WRAPPER_CONSTRUCTORS = (OPTIM_WRAPPER_CONSTRUCTORS,
                                         MMDET_OPTIM_WRAPPER_CONSTRUCTORS,
                                         MMSEG_OPTIM_WRAPPER_CONSTRUCTORS)
+ALL_SCOPE_OPTIM_WRAPPERS = (OPTIM_WRAPPERS, MMDET_OPTIM_WRAPPERS, MMSEG_OPTIM_WRAPPERS)
 
 
 def _register_everywhere(registries, name=None):
@@ -47,8 +50,13 @@ def register_optim_wrapper_constructor(name=None):
     return _register_everywhere(ALL_SCOPE_OPTIM_WRAPPER_CONSTRUCTORS, name)
 
 
+def register_optim_wrapper(name=None):
+    """Register an optimizer wrapper in all three scopes."""
+    return _register_everywhere(ALL_SCOPE_OPTIM_WRAPPERS, name)
+
+
 __all__ = [
     'MODELS', 'MMDET_MODELS', 'MMSEG_MODELS', 'MODEL_WRAPPERS', 'BATCH_AUGMENTS', 'DATASETS', 'HOOKS',
     'METRICS', 'TRANSFORMS', 'register_backbone', 'register_neck',
-    'register_optim_wrapper_constructor'
+    'register_optim_wrapper', 'register_optim_wrapper_constructor'
 ]

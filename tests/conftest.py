@@ -10,9 +10,9 @@ from PIL import Image
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-TOKENIZER_CFG = osp.join(ROOT, 'configs', 'vq_tokenizer', 'vq-tokenizer-tiny_1xb64-1200i_demo.py')
+TOKENIZER_CFG = osp.join(ROOT, 'configs', 'vq_tokenizer', 'vq-tokenizer-tiny-f4_1xb64-1000i_demo.py')
 PREDICTOR_CFG = osp.join(ROOT, 'configs', 'token_predictor',
-                         'token-predictor-tiny_1xb64-1200i_demo.py')
+                         'token-predictor-tiny_1xb64-800i_demo.py')
 ITERS = 150  # short training runs of the tiny configs in the tests
 
 

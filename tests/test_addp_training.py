@@ -16,7 +16,7 @@ import sys
 
 from conftest import ROOT
 
-ADDP_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p8_1xb64-2000i_demo.py')
+ADDP_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p4_1xb64-1000i_demo.py')
 ITERS = 240
 
 

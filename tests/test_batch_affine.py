@@ -98,7 +98,7 @@ def test_demo_classification_config_augments_in_the_preprocessor():
     """The tiny classification config trains with BatchRandomAffine through
     mmpretrain's ClsDataPreprocessor: it changes training batches, not
     evaluation ones."""
-    cfg = Config.fromfile(f'{ROOT}/configs/imagenet/addp-vit-tiny-p8_1xb64-8000i_demo.py')
+    cfg = Config.fromfile(f'{ROOT}/configs/imagenet/addp-vit-tiny-p4_1xb64-3000i_demo.py')
     assert cfg.data_preprocessor.type == 'ClsDataPreprocessor'
     pre = MODELS.build(cfg.data_preprocessor)
     batch = dict(inputs=torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),

@@ -14,7 +14,7 @@ from mmaddp.models.tokenizers import VQTokenizer
 from mmaddp.registry import DATASETS, MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CLS_CFG = osp.join(ROOT, 'configs', 'imagenet', 'addp-vit-tiny-p8_1xb64-8000i_demo.py')
+CLS_CFG = osp.join(ROOT, 'configs', 'imagenet', 'addp-vit-tiny-p4_1xb64-3000i_demo.py')
 TOKENIZER = dict(type='VQTokenizer', base_channels=8, channel_mults=(1, 2, 2, 2),
                  num_res_blocks=1, code_dim=8, num_codes=16, norm_groups=4)
 

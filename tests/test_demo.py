@@ -53,7 +53,7 @@ def test_stage_runs_once_and_redoes_an_interrupted_one(tmp_path):
 
 def test_schedule_scaling_and_flat_stage_config(tmp_path):
     src = osp.join(ROOT, 'configs', 'mask_rcnn',
-                   'mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-500i_demo.py')
+                   'mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb8-500i_demo-64px.py')
     dst = prepare_config(src, str(tmp_path / 'config.py'),
                          {'model.backbone.init_cfg.checkpoint': 'x.pth'}, max_iters=150)
     cfg = Config.fromfile(dst)
@@ -79,18 +79,25 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
     assert '[cls] started' in proc.stdout and 'Iter(train)' in proc.stdout  # progress shown
 
     report = (work / 'report.md').read_text()
-    for heading in ('## Metrics', '## Pixel versus token input', '## Figures',
+    for heading in ('## Pretraining', '## Generation', '## Representation',
+                    '## Pixel versus token input', '## Targets', '## Figures',
                     '## Wall time per stage'):
         assert heading in report
     record = json.loads((work / 'metrics.json').read_text())
-    expected = {'tokenizer/psnr', 'tokenizer/code_usage', 'token_predictor/accuracy',
-                'addp/loss_first', 'addp/loss_last', 'generation/fid',
-                'generation/fid_start_repeated', 'generation/fid_noise', 'cls/top1',
-                'det/bbox_AP50', 'det/segm_AP50', 'seg/mIoU', 'token_input/cls/top1',
-                'token_input/det/bbox_AP50', 'token_input/seg/mIoU'}
+    expected = {'tokenizer/psnr', 'tokenizer/code_usage', 'tokenizer/recon_top1',
+                'token_predictor/accuracy', 'addp/loss_first', 'addp/loss_last',
+                'probe/top1', 'probe_random/top1', 'cls/top1', 'cls_random/top1',
+                'cls_few/top1', 'cls_few_random/top1', 'det/bbox_AP50', 'det/segm_AP50',
+                'det_random/bbox_AP50', 'det_random/segm_AP50', 'seg/mIoU', 'seg_random/mIoU',
+                'cls_token/top1', 'det_token/bbox_AP50', 'det_token/segm_AP50', 'seg_token/mIoU'}
+    expected |= {f'generation/{images}/{key}'
+                 for images in ('addp', 'predictor', 'recon', 'start', 'noise')
+                 for key in ('fid', 'inception_score', 'confident_share')}
     assert expected <= set(record['metrics'])
     assert all(math.isfinite(v) for v in record['metrics'].values())
     assert set(record['bars']) == {'cls/top1', 'seg/mIoU', 'det/bbox_AP50', 'det/segm_AP50'}
+    assert len(record['targets']) == 9 and all('met' in t for t in record['targets'])
+    assert record['cpu_flags'] is not None
     for name in record['figures'].values():
         assert (work / name).stat().st_size > 1000  # real PNGs
         assert f']({name})' in report
@@ -112,60 +119,85 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
         record['metrics'].keys()
 
 
-def test_failed_fine_tuning_run_starts_no_further_ones(tmp_path, monkeypatch):
-    """The six fine-tuning runs share a worker pool: when one fails, the runs
-    not yet started are cancelled and the error reaches the caller."""
+def _fake_stages(monkeypatch, run_demo, log, fail=None, seconds=0.05):
+    """Replace every stage function by one that records its start / end."""
+    import threading
     import time
+    lock = threading.Lock()
+
+    def fns(self):
+        def make(name):
+            def fn(stage_dir):
+                with lock:
+                    log[name] = [time.monotonic(), None]
+                time.sleep(seconds)
+                if name == fail:
+                    raise RuntimeError('boom')
+                with lock:
+                    log[name][1] = time.monotonic()
+                return {}
+            return fn
+        return {name: make(name) for name in run_demo.PRIORITY}
+
+    monkeypatch.setattr(run_demo.Demo, 'stage_fns', fns)
+    monkeypatch.setattr(run_demo.Demo, 'report', lambda self: None)
+
+
+def test_failed_stage_starts_no_further_ones(tmp_path, monkeypatch):
+    """A failing stage: nothing that depends on it starts, nothing else is
+    started afterwards, and the error reaches the caller."""
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     import run_demo
-
-    started = []
-
-    def fake_transfer(self, task, stage_dir, init, tok, token_input=False, env=None):
-        started.append(osp.basename(stage_dir))
-        if task == 'cls' and not token_input:
-            raise RuntimeError('boom')
-        time.sleep(0.5)  # keep the worker busy while the failure is handled
-        return {}
-
-    monkeypatch.setattr(run_demo.Demo, 'transfer', fake_transfer)
+    log = {}
+    _fake_stages(monkeypatch, run_demo, log, fail='token_predictor')
     demo = run_demo.Demo(str(tmp_path / 'work'), str(tmp_path / 'data'), 'quick', jobs=1)
     with pytest.raises(RuntimeError, match='boom'):
-        demo.pixel_vs_token(tok={}, addp=dict(checkpoint='addp.pth'))
-    # run_demo.RUN_ORDER: cls, det_token, cls_token, seg, det, seg_token
-    assert started[0] == 'cls' and set(started) <= {'cls', 'det_token'}
-    assert not (tmp_path / 'work' / 'cls' / MARKER).exists()
-    assert not any((tmp_path / 'work' / s).exists() for s in ('det', 'seg', 'seg_token'))
+        demo.run()
+    assert list(log) == ['data', 'tokenizer', 'token_predictor']  # PRIORITY order, jobs=1
+    assert not (tmp_path / 'work' / 'token_predictor' / MARKER).exists()
+    assert (tmp_path / 'work' / 'tokenizer' / MARKER).exists()
 
 
 @pytest.mark.parametrize('jobs', [1, 2, 3])
-def test_seg_runs_start_from_their_classification_runs(tmp_path, monkeypatch, jobs):
-    """cls and det fine-tune the ADDP checkpoint; seg waits for the cls run of
-    the same input (pixels or code ids) and starts from its checkpoint."""
-    import threading
-    import time
+def test_stages_start_after_what_they_need(tmp_path, monkeypatch, jobs):
+    """Every stage starts only after the stages it reads have finished; with
+    two or more jobs the random-weight baselines overlap the pretraining."""
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     import run_demo
+    log = {}
+    _fake_stages(monkeypatch, run_demo, log)
+    run_demo.Demo(str(tmp_path / 'work'), str(tmp_path / 'data'), 'quick', jobs=jobs).run()
+    assert set(log) == set(run_demo.PRIORITY)
+    for name, deps in run_demo.DEPENDS.items():
+        for dep in deps:
+            assert log[name][0] >= log[dep][1], (name, dep)
+    assert run_demo.DEPENDS['seg'] == ('addp', )  # UperNet starts from ADDP itself
+    assert run_demo.DEPENDS['seg_random'] == ('data', )
+    if jobs > 1:
+        assert log['cls_random'][0] < log['addp'][1]
+    # a second run reuses every finished stage
+    log.clear()
+    run_demo.Demo(str(tmp_path / 'work'), str(tmp_path / 'data'), 'quick', jobs=jobs).run()
+    assert log == {}
 
-    inits, lock = {}, threading.Lock()
 
-    def fake_transfer(self, task, stage_dir, init, tok, token_input=False, env=None):
-        name = osp.basename(stage_dir)
-        with lock:
-            inits[name] = (init, time.monotonic())
-        time.sleep(0.3 if task == 'cls' else 0.05)
-        return dict(checkpoint=f'{name}.pth', done=time.monotonic())
-
-    monkeypatch.setattr(run_demo.Demo, 'transfer', fake_transfer)
-    demo = run_demo.Demo(str(tmp_path / 'work'), str(tmp_path / 'data'), 'quick', jobs=jobs)
-    table = demo.pixel_vs_token(tok={}, addp=dict(checkpoint='addp.pth'))
-    assert {k: v[0] for k, v in inits.items()} == {
-        'cls': 'addp.pth', 'cls_token': 'addp.pth', 'det': 'addp.pth', 'det_token': 'addp.pth',
-        'seg': 'cls.pth', 'seg_token': 'cls_token.pth'}
-    # a seg run begins only after its classification run has finished
-    assert inits['seg'][1] >= table['cls'][0]['done']
-    assert inits['seg_token'][1] >= table['cls'][1]['done']
-    assert [r['checkpoint'] for r in table['seg']] == ['seg.pth', 'seg_token.pth']
+def test_targets_compare_against_their_references():
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import run_demo
+    m = {key: 0.0 for row in run_demo.TARGETS for key in (row[0], row[2]) if key}
+    m.update({'tokenizer/psnr': 22.5, 'tokenizer/recon_top1': 86.0, 'cls/top1': 92.0,
+              'generation/addp/fid': 10.0, 'generation/noise/fid': 30.0,
+              'generation/predictor/fid': 9.0, 'probe/top1': 60.0, 'probe_random/top1': 30.0})
+    rows = {r['metric'] + '|' + str(r['reference']): r
+            for r in run_demo.check_targets(m, dict(cls_val=500))}
+    assert rows['tokenizer/psnr|None']['met']
+    assert not rows['tokenizer/recon_top1|cls/top1']['met']  # 6 points below
+    assert rows['generation/addp/fid|generation/noise/fid']['met']  # 10 <= 15
+    assert not rows['generation/addp/fid|generation/predictor/fid']['met']  # 10 > 9
+    probe = rows['probe/top1|probe_random/top1']
+    assert probe['met'] and probe['margin_beyond_2se']
+    # 2 SE of a difference of two 500-image accuracies at 60 % and 30 %
+    assert probe['two_se'] == pytest.approx(200 * math.sqrt((.6 * .4 + .3 * .7) / 500), abs=0.01)
 
 
 def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(tmp_path,

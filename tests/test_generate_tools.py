@@ -25,7 +25,7 @@ from mmaddp.evaluation.generation_metrics import (ClassifierFeatureNet, Inceptio
 from mmaddp.utils.generation import sample_seed, shard_indices
 
 CLS_CFG = osp.join(ROOT, 'tests', 'configs', 'tiny_cls.py')
-DEMO_ADDP_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p8_1xb64-2000i_demo.py')
+DEMO_ADDP_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p4_1xb64-1000i_demo.py')
 INCEPTION_FILE = 'weights-inception-2015-12-05-6726825d.pth'
 
 
@@ -422,3 +422,30 @@ def test_generation_eval_hook_in_training(tmp_path, tiny_generator, demo_root, t
     assert osp.isfile(vis / 'vis_image' / 'gen_dir_grid_4.png')
     log = open(work / run_dir / f'{run_dir}.log').read()
     assert 'Generation at step 2 (6 samples): fid:' in log
+
+
+def test_confident_share():
+    from mmaddp.evaluation.generation_metrics import confident_share
+    probs = [[0.95, 0.05], [0.5, 0.5], [0.1, 0.9], [0.89, 0.11]]
+    assert confident_share(probs) == pytest.approx(50.0)
+    assert confident_share(probs, threshold=0.5) == pytest.approx(100.0)
+    with pytest.raises(ValueError, match='N x C'):
+        confident_share([0.5, 0.5])
+
+
+def test_reference_samplers_and_predictor_sampler(tmp_path, tiny_generator):
+    """--sampler start writes ADDP's start image every time, noise differs per
+    sample, predictor runs the token predictor alone (needs checkpoints)."""
+    for sampler in ('start', 'noise'):
+        out = tmp_path / sampler
+        _subprocess([sys.executable, 'tools/generate.py', tiny_generator['nodata'],
+                     tiny_generator['checkpoint'], '--sampler', sampler, '--out', str(out),
+                     *GEN_ARGS])
+        images = [np.asarray(Image.open(out / f'{i:06d}.png')) for i in range(5)]
+        same = all(np.array_equal(images[0], im) for im in images[1:])
+        assert same == (sampler == 'start')
+    proc = subprocess.run([sys.executable, 'tools/generate.py', tiny_generator['nodata'],
+                           tiny_generator['checkpoint'], '--sampler', 'predictor', '--out',
+                           str(tmp_path / 'pred'), *GEN_ARGS], cwd=ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode != 0 and "needs model.<part>.checkpoint for ['tokenizer'" in proc.stderr

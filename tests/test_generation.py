@@ -59,3 +59,39 @@ def test_start_image_needs_no_data(model):
     torch.testing.assert_close(start, expect.clamp(0, 1))
     with pytest.raises(ValueError, match='schedule'):
         model.generate(1, schedule='square')
+
+
+def test_predictor_alone_samples_mage_style(model):
+    """The token predictor sampling by itself (the baseline ADDP must beat)
+    runs the same sampler: the same masked counts per step, revealed ids kept,
+    each sample from its own seed, and the final ids decoded by the tokenizer."""
+    from mmaddp.models.utils.iterative_sampler import make_generators, sample_ids
+    predictor = model.token_predictor
+    steps, seen = 6, []
+
+    def record(ids, masked, probs):
+        seen.append((ids.clone(), masked.clone()))
+
+    ids = sample_ids(predictor.predict_probs, 3, L, steps, make_generators(3, 'cpu', seed=0),
+                     'cpu', on_step=record)
+    addp_images, addp_trace = model.generate(3, steps=steps, seed=0, return_trace=True)
+    for (_, masked), state in zip(seen, addp_trace):
+        assert torch.equal(masked.sum(1), state['mask'].sum(1))  # same reveal schedule
+    for (before_ids, before), (after_ids, after) in zip(seen, seen[1:]):
+        assert torch.equal(after_ids[~before], before_ids[~before])
+    assert not seen[-1][1].any() and torch.equal(seen[-1][0], ids)
+    # the predictor reads ids, not ADDP's pixels: its draws differ from ADDP's
+    assert not torch.equal(ids, addp_trace[-1]['ids'])
+
+    predictor.tokenizer = model.tokenizer  # as tools/generate.py --sampler predictor builds it
+    try:
+        a = predictor.generate(3, steps=steps, seeds=[5, 6, 7])
+        b = predictor.generate(2, steps=steps, seeds=[6, 7])
+        got_ids = predictor.generate(3, steps=steps, seeds=[5, 6, 7], return_ids=True)
+    finally:
+        predictor.tokenizer = None
+    torch.testing.assert_close(a[1:], b)  # a sample does not depend on its batch mates
+    expect = model.tokenizer.decode_ids(got_ids.view(3, 4, 4)).float().clamp(0, 1)
+    torch.testing.assert_close(a, expect)
+    with pytest.raises(RuntimeError, match='tokenizer'):
+        predictor.generate(1, steps=2)

@@ -11,7 +11,7 @@ from conftest import ROOT
 from test_addp_training import _free_port, logged_losses
 
 DET_CFG = osp.join(ROOT, 'configs', 'mask_rcnn',
-                   'mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-500i_demo.py')
+                   'mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb8-500i_demo-64px.py')
 ITERS = 40
 
 

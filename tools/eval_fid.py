@@ -68,8 +68,10 @@ def main(argv=None):
     out = args.out or osp.join(args.samples_dir, 'fid_metrics.json')
     with open(out, 'w') as f:
         json.dump(record, f, indent=2)
-    print(f"FID {metrics['fid']:.4f}  IS {metrics['is_mean']:.4f} +- {metrics['is_std']:.4f} "
-          f'({num_samples} samples vs {num_ref} reference images) -> {out}')
+    confident = (f"  p>=0.9 {metrics['confident_share']:.1f} %"
+                 if 'confident_share' in metrics else '')
+    print(f"FID {metrics['fid']:.4f}  IS {metrics['is_mean']:.4f} +- {metrics['is_std']:.4f}"
+          f'{confident} ({num_samples} samples vs {num_ref} reference images) -> {out}')
     return record
 
 

@@ -7,6 +7,15 @@ No dataset is built; the config's dataloaders may be absent or None.
 
     python tools/generate.py CONFIG CKPT --num-samples 64 --out samples/
     bash tools/dist_generate.sh CONFIG CKPT 2 --num-samples 50000 --out samples/
+    # the baseline ADDP must beat: its token predictor sampling alone, MAGE-style
+    python tools/generate.py CONFIG CKPT --sampler predictor --out predictor_samples/
+
+``--sampler predictor`` runs the same sampler (steps, schedule, temperature,
+seeds) with the config's frozen token predictor reading the ids, decoded by
+its tokenizer: ADDP's encoder and decoder are not used. Two reference points
+for FID tables: ``--sampler start`` writes ADDP's start image (the decode of
+the fully masked state) for every sample, ``--sampler noise`` uniform noise
+of the same size (sample i from its own seed).
 """
 import argparse
 import os
@@ -33,6 +42,11 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='ADDP checkpoint (runner or released layout)')
     parser.add_argument('--out', required=True, help='output directory for the PNG files')
     parser.add_argument('--num-samples', type=int, default=64)
+    parser.add_argument('--sampler', choices=['addp', 'predictor', 'start', 'noise'],
+                        default='addp',
+                        help='addp: alternate decode and predict (ADDP); predictor: the '
+                        'token predictor alone on the ids (MAGE-style baseline); start / '
+                        'noise: the start image repeated / uniform noise (FID references)')
     parser.add_argument('--steps', type=int, default=20, help='generation steps')
     parser.add_argument('--schedule', choices=['cosine', 'linear'], default='cosine')
     parser.add_argument('--temperature', type=float, default=6.0,
@@ -113,6 +127,41 @@ def build_generator(cfg, checkpoint: str, device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
+def build_predictor_sampler(cfg, device) -> torch.nn.Module:
+    """The config's frozen token predictor with its tokenizer attached, for
+    MAGE-style sampling (``--sampler predictor``); both need checkpoints in
+    the config."""
+    model_cfg = cfg.get('model', None) or {}
+    missing = [p for p in ('tokenizer', 'token_predictor')
+               if not isinstance(model_cfg.get(p), dict) or not model_cfg[p].get('checkpoint')]
+    if missing:
+        raise ValueError(f'--sampler predictor needs model.<part>.checkpoint for {missing} in '
+                         f'{cfg.filename} (set them with --cfg-options)')
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    predictor = MODELS.build(dict(model_cfg['token_predictor'], tokenizer=model_cfg['tokenizer'],
+                                  frozen=True))
+    return predictor.to(device).eval()
+
+
+class ReferenceSampler(torch.nn.Module):
+    """``generate`` of the two FID reference points: ADDP's start image for
+    every sample (``kind='start'``) or uniform noise of its size, drawn from
+    each sample's own seed (``kind='noise'``)."""
+
+    def __init__(self, addp: torch.nn.Module, kind: str):
+        super().__init__()
+        self.start = addp.start_pixels().float().clamp(0, 1)
+        self.kind = kind
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, seeds, **kwargs) -> torch.Tensor:
+        if self.kind == 'start':
+            return self.start.expand(num_samples, -1, -1, -1)
+        return torch.stack([
+            torch.rand(self.start.shape[1:], generator=torch.Generator().manual_seed(int(s)))
+            for s in seeds])
+
+
 def prepare_output(out: str, overwrite: bool) -> None:
     """Checked on every rank before anyone writes; rank 0 then clears old
     samples (with --overwrite) and creates the folder."""
@@ -159,7 +208,12 @@ def main(argv=None):
     else:
         device = torch.device('cpu')
     check_output_dir(args.out, args.overwrite)  # fail fast, before building
-    model = build_generator(cfg, args.checkpoint, device)
+    if args.sampler == 'predictor':
+        model = build_predictor_sampler(cfg, device)
+    else:
+        model = build_generator(cfg, args.checkpoint, device)
+        if args.sampler in ('start', 'noise'):
+            model = ReferenceSampler(model, args.sampler)
     prepare_output(args.out, args.overwrite)
 
     indices = shard_indices(args.num_samples, rank, world_size)
@@ -176,7 +230,8 @@ def main(argv=None):
     if rank == 0:
         print()
         grid = write_grid(args.out, args.num_samples, args.grid_size, args.nrow)
-        print(f'{args.num_samples} samples ({world_size} process(es), seed {args.seed}, '
+        print(f'{args.num_samples} {args.sampler} samples ({world_size} process(es), '
+              f'seed {args.seed}, '
               f'{args.steps} {args.schedule} steps) in {args.out}; grid: {grid}')
     barrier()
     if is_distributed():

@@ -1,68 +1,109 @@
 """ADDP end to end on the bundled data, on CPU: one command, one report.
 
-    python tools/run_demo.py [--work-dir work_dirs/demo] [--quick]
+    python tools/run_demo.py [--work-dir work_dirs/demo] [--quick] [--jobs 2]
 
-Stages (each reuses the previous stages' checkpoints and is skipped when its
-folder holds a DONE.json; an interrupted stage is wiped and redone):
-data -> tokenizer -> token_predictor -> addp -> generation -> the six
-fine-tuning runs (cls, det, seg, each reading pixels and reading code ids:
-cls_token, det_token, seg_token; ``--jobs`` at a time) -> fid -> report
-(WORK_DIR/report.md, WORK_DIR/metrics.json, figures). cls and det start from
-the ADDP checkpoint; seg from the cls run's checkpoint (intermediate
-fine-tuning, see the UperNet config), seg_token from cls_token's.
-cls_token_ids (the code ids of cls_token's augmented training views, so that
-the run does not encode every batch) needs only the tokenizer: with
-``--jobs`` > 1 it runs on one core while the token predictor and ADDP train
-on the others.
-``--quick`` runs a few iterations per stage (for tests): the plumbing, not
-the numbers.
+What it shows, each measured by the project's own tools in the same run
+(``WORK_DIR/report.md``, ``WORK_DIR/metrics.json``, figures):
+
+1. Generation: ADDP samples against the token predictor sampling alone
+   (MAGE-style, same steps, schedule and seeds), the tokenizer's
+   reconstructions of the val images (the ceiling), the start image repeated
+   and uniform noise: FID / IS with the demo classifier as feature network,
+   and the share of images it assigns a digit with p >= 0.9.
+2. Representation: the ADDP encoder against the same encoder from random
+   weights, same recipe and budget: linear probe on frozen tokens, fine-tuning
+   with 100 labels per class and with all, Mask R-CNN and UperNet (both from
+   the ADDP checkpoint itself).
+3. Pixel versus token input: the three tasks reading the tokenizer's code ids
+   instead of pixels, from the same ADDP checkpoint and schedules.
+
+Stages form a graph (``DEPENDS``); ``--jobs`` of them run at once (each with
+cores / jobs threads), the highest in ``PRIORITY`` among those whose inputs
+are ready going first, so the random-weight baselines fill the second core
+while the tokenizer, token predictor and ADDP train on the first. A stage is
+skipped when its folder holds a DONE.json; an interrupted one is wiped and
+redone. ``--quick`` runs a few iterations per stage (for tests): the
+plumbing, not the numbers.
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from mmaddp.engine.optimizers import cpu_flags  # noqa: E402
 from mmaddp.utils.stages import (MARKER, load_config, prepare_config, run_stage,  # noqa: E402
                                  run_tool, tools_stopped_on_failure, train_and_test,
                                  write_json_atomic)
 
 CONFIGS = dict(
-    tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny_1xb64-1200i_demo.py',
-    token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-1200i_demo.py',
-    addp='configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py',
-    cls='configs/imagenet/addp-vit-tiny-p8_1xb64-8000i_demo.py',
-    det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p8_simple-fpn_1xb8-500i_demo.py',
-    seg='configs/upernet/upernet_addp-vit-tiny-p8_1xb8-1400i_demo-96x96.py',
+    tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny-f4_1xb64-1000i_demo.py',
+    token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-800i_demo.py',
+    addp='configs/addp/addp_vit-tiny-p4_1xb64-1000i_demo.py',
+    cls='configs/imagenet/addp-vit-tiny-p4_1xb64-3000i_demo.py',
+    det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb8-500i_demo-64px.py',
+    seg='configs/upernet/upernet_addp-vit-tiny-p4_1xb8-1400i_demo-64x64.py',
 )
-#: iterations per stage: the full demo (None: the config's own) and --quick
+#: iterations per stage (None: the config's own); ``cls_few`` is the
+#: classification config on 100 labelled images per class
 ITERS = dict(
-    # the pretraining configs' own schedules are longer; at this scale the
-    # demo's are enough: the predictor was as accurate after 400 iterations as
-    # after 600 (5.51 % vs 5.30 %), ADDP's loss flat after ~300 (4.435 after
-    # 600, 4.424 after 800), and fine-tuning from ADDP no better than from
-    # random weights (classification 90.8 from ADDP 600, 91.6 from ADDP 800,
-    # 91.2 from random weights). Downstream: the configs' own schedules.
-    full=dict(tokenizer=400, token_predictor=400, addp=600, cls=None, det=None, seg=None),
-    quick=dict(tokenizer=20, token_predictor=20, addp=20, cls=20, det=10, seg=10),
+    full=dict(tokenizer=None, token_predictor=None, addp=None, cls=None, cls_few=None,
+              det=None, seg=None),
+    quick=dict(tokenizer=20, token_predictor=20, addp=20, cls=20, cls_few=10, det=10, seg=10),
 )
+#: few-label fine-tuning: labelled images per class, iterations (full mode)
+FEW_LABELS, FEW_ITERS = 100, 1000
+#: linear probe: training images per class (the whole val split is scored)
+PROBE_PER_CLASS = dict(full=300, quick=20)
 NUM_SAMPLES = dict(full=256, quick=16)
-#: the order in which free cores take the six fine-tuning runs ((task, reads
-#: code ids)): the two cls -> seg chains are the longest paths, so both cls
-#: runs go early; cls_token third, so that its code ids (computed during
-#: pretraining) have one more run's time to finish; every cls run is ahead
-#: of the seg run that waits for it, so a waiting run never blocks the run it
-#: waits for
-RUN_ORDER = (('cls', False), ('det', True), ('cls', True), ('seg', False), ('det', False),
-             ('seg', True))
+GEN_STEPS = 8
+#: the fine-tuning runs: name -> (task, start, reads code ids, few labels);
+#: start 'addp' is the ADDP checkpoint, 'random' the same encoder from scratch
+RUNS = {
+    'cls': ('cls', 'addp', False, False), 'cls_random': ('cls', 'random', False, False),
+    'cls_few': ('cls', 'addp', False, True), 'cls_few_random': ('cls', 'random', False, True),
+    'det': ('det', 'addp', False, False), 'det_random': ('det', 'random', False, False),
+    'seg': ('seg', 'addp', False, False), 'seg_random': ('seg', 'random', False, False),
+    'cls_token': ('cls', 'addp', True, False), 'det_token': ('det', 'addp', True, False),
+    'seg_token': ('seg', 'addp', True, False),
+}
+#: stage -> the stages whose results it needs
+DEPENDS = dict(
+    data=(), tokenizer=('data', ), token_predictor=('tokenizer', ), addp=('token_predictor', ),
+    cls_token_ids=('tokenizer', ), generation=('addp', ), evaluation=('generation', 'cls'),
+    probe=('addp', ), probe_random=('data', ),
+    **{name: (('addp', 'cls_token_ids') if name == 'cls_token' else
+              ('addp', ) if start == 'addp' else ('data', ))
+       for name, (_, start, _, _) in RUNS.items()})
+#: which ready stage a free core takes first: the pretraining chain and the
+#: path to the generation metrics, then the ADDP runs, the token-input runs,
+#: the random-weight baselines (ready from the start: they fill the second
+#: core while the chain trains on the first)
+PRIORITY = ('data', 'tokenizer', 'token_predictor', 'addp', 'cls', 'generation', 'evaluation',
+            'seg', 'det', 'cls_few', 'probe', 'cls_token_ids', 'cls_token', 'det_token',
+            'seg_token', 'cls_random', 'seg_random', 'det_random', 'cls_few_random',
+            'probe_random')
 #: the bars of the issues (metric key in metrics.json, minimum)
 BARS = {'cls/top1': 90.0, 'seg/mIoU': 50.0, 'det/bbox_AP50': 50.0, 'det/segm_AP50': 40.0}
+#: the targets of issue 19 (key, comparison, reference key or number, margin)
+TARGETS = (
+    ('tokenizer/psnr', '>=', None, 22.0),
+    ('tokenizer/recon_top1', '>=', 'cls/top1', -5.0),
+    ('generation/addp/fid', '<=', 'generation/noise/fid', 0.5),  # at most half
+    ('generation/addp/fid', '<', 'generation/predictor/fid', 0.0),
+    ('generation/addp/confident_share', '>=', None, 60.0),
+    ('probe/top1', '>=', 'probe_random/top1', 20.0),
+    ('cls_few/top1', '>=', 'cls_few_random/top1', 10.0),
+    ('det/bbox_AP50', '>=', 'det_random/bbox_AP50', 5.0),
+    ('seg/mIoU', '>=', 'seg_random/mIoU', 5.0),
+)
 
 
 class Demo:
@@ -71,14 +112,12 @@ class Demo:
         self.work = osp.abspath(work_dir)
         self.data = osp.abspath(data_root)
         self.mode = mode
-        # the six fine-tuning runs are independent: ``jobs`` of them at once,
-        # each with its share of the cores (small models use one core far
-        # better than two)
+        # independent stages run ``jobs`` at once, each with its share of the
+        # cores (small models use one core far better than two)
         self.jobs = max(1, jobs)
         threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
         self.job_env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         self.records = {}
-        self.code_ids = None  # future of the cls_token_ids stage
         os.makedirs(self.work, exist_ok=True)
         self.start = time.time()
 
@@ -87,98 +126,81 @@ class Demo:
         elapsed = time.time() - self.start
         print(f'[demo {int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {msg}', flush=True)
 
-    def stage(self, name, fn):
-        if name in self.records:  # already run (or reused) in this process
-            return self.records[name]['results']
-        record = run_stage(self.work, name, fn, log=self.log)
-        self.records[name] = record
-        return record['results']
+    def result(self, name: str) -> dict:
+        return self.records[name]['results']
 
-    def config(self, key: str, stage_dir: str, options: dict) -> str:
+    def config(self, key: str, stage_dir: str, options: dict, iters_key: str = None) -> str:
         """The stage's flat config: data roots on the bundled data, the
         previous stages' checkpoints, the demo's iteration count."""
+        iters = ITERS[self.mode][iters_key or key]
+        if iters is None and iters_key == 'cls_few':
+            iters = FEW_ITERS
         return prepare_config(osp.join(ROOT, CONFIGS[key]), osp.join(stage_dir, 'config.py'),
-                              options, max_iters=ITERS[self.mode][key])
+                              options, max_iters=iters)
 
     def data_options(self, part: str, keys=('train', 'val', 'test')) -> dict:
         root = osp.join(self.data, part) + '/'
         return {f'{k}_dataloader.dataset.data_root': root for k in keys}
 
-    def done(self, name: str) -> bool:
-        return name in self.records or osp.isfile(osp.join(self.work, name, MARKER))
-
-    def train(self, key, stage_dir, options, test=True, env=None):
-        cfg = self.config(key, stage_dir, options)
+    def train(self, key, stage_dir, options, test=True, iters_key=None):
+        cfg = self.config(key, stage_dir, options, iters_key)
         name = osp.basename(stage_dir)
-        return train_and_test(cfg, stage_dir, test=test, env=env,
+        return train_and_test(cfg, stage_dir, test=test, env=self.env,
                               echo=lambda line: self.log(f'[{name}] {line.strip()}'))
 
+    def tool(self, args, stage_dir):
+        name = osp.basename(stage_dir)
+        run_tool(args, osp.join(stage_dir, 'run.log'), env=self.env,
+                 echo=lambda line: self.log(f'[{name}] {line.strip()}'))
+
+    @property
+    def env(self):
+        return self.job_env if self.jobs > 1 else None
+
+    # ---------------------------------------------------------------- graph
+    def stage_fns(self) -> dict:
+        fns = dict(data=self.make_data, tokenizer=self.train_tokenizer,
+                   token_predictor=self.train_predictor, addp=self.train_addp,
+                   cls_token_ids=self.code_ids, generation=self.generate,
+                   evaluation=self.evaluate, probe=lambda d: self.probe(d, 'addp'),
+                   probe_random=lambda d: self.probe(d, 'random'))
+        for name, spec in RUNS.items():
+            fns[name] = lambda d, spec=spec: self.transfer(d, *spec)
+        return fns
+
+    def run(self, stages=None):
+        """Run ``stages`` (default: all) and what they depend on, then the
+        report (when every stage ran)."""
+        fns = self.stage_fns()
+        wanted, todo = set(), list(stages or PRIORITY)
+        while todo:
+            name = todo.pop()
+            if name not in wanted:
+                wanted.add(name)
+                todo += DEPENDS[name]
+        pending = [n for n in PRIORITY if n in wanted]
+        running = {}
+        pool = ThreadPoolExecutor(max_workers=self.jobs)
+        try:
+            while pending or running:
+                for name in list(pending):
+                    if len(running) >= self.jobs:
+                        break
+                    if all(d in self.records for d in DEPENDS[name]):
+                        pending.remove(name)
+                        running[pool.submit(run_stage, self.work, name, fns[name],
+                                            self.log)] = name
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    self.records[running.pop(future)] = future.result()
+        except BaseException:  # a failed stage: start no further ones
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        if set(PRIORITY) <= set(self.records):
+            self.report()
+
     # --------------------------------------------------------------- stages
-    def pretrain(self):
-        """data -> tokenizer -> token predictor -> ADDP."""
-        self.stage('data', self.make_data)
-        tok = self.stage('tokenizer', self.train_tokenizer)
-        env = None
-        if self.jobs > 1 and self.code_ids is None:
-            # cls_token's code ids on one core while the predictor and ADDP
-            # use the others (two threads gain them only ~1.3x on 2 cores)
-            if not self.done('cls_token_ids') and not self.done('addp'):
-                env = self.job_env
-            self.code_ids = ThreadPoolExecutor(1).submit(self.code_ids_stage, tok, self.job_env)
-        pred = self.stage('token_predictor', lambda d: self.train_predictor(d, tok, env))
-        addp = self.stage('addp', lambda d: self.train_addp(d, tok, pred, env))
-        return tok, pred, addp
-
-    def run(self):
-        tok, pred, addp = self.pretrain()
-        env = self.job_env if self.jobs > 1 else None
-
-        def generation_and_fid(runs):
-            """After the six runs in the pool: the first free core samples
-            and scores them (FID features: the pixel cls run's classifier)."""
-            gen = self.stage('generation', lambda d: self.generate(d, tok, pred, addp, env))
-            cls = runs['cls', False].result()
-            return self.stage('fid', lambda d: self.fid(d, gen, cls, env))
-
-        self.pixel_vs_token(tok, addp, then=generation_and_fid)
-        self.report()
-
-    def pixel_vs_token(self, tok=None, addp=None, then=None):
-        """The three tiny tasks, reading pixels and reading the tokenizer's
-        code ids (``jobs`` runs at a time, in RUN_ORDER; seg starts from its
-        cls run), then ``then(runs)`` if given; returns {task: (pixel, token)}."""
-        if addp is None:
-            tok, _, addp = self.pretrain()
-        table = {}
-        env = self.job_env if self.jobs > 1 else None
-
-        def init(task, token):
-            """The checkpoint a run starts from: seg waits for its cls run."""
-            if task != 'seg':
-                return addp['checkpoint']
-            return runs['cls', token].result()['checkpoint']
-
-        # a free core takes the next run in RUN_ORDER
-        runs = {}
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            for task, token in RUN_ORDER:
-                runs[task, token] = pool.submit(
-                    self.stage, f'{task}_token' if token else task,
-                    lambda d, task=task, token=token: self.transfer(
-                        task, d, init(task, token), tok, token_input=token, env=env))
-            last = pool.submit(then, runs) if then is not None else None
-            try:
-                for task in ('cls', 'det', 'seg'):
-                    table[task] = (runs[task, False].result(), runs[task, True].result())
-                if last is not None:
-                    last.result()
-            except BaseException:  # a failed run: start no further ones
-                for run in [*runs.values(), last]:
-                    if run is not None:
-                        run.cancel()
-                raise
-        return table
-
     def make_data(self, stage_dir):
         if not osp.isdir(self.data):  # the builder writes DIR.tmp, then renames
             run_tool(['tools/dataset_converters/make_demo_data.py', '--out', self.data],
@@ -188,85 +210,138 @@ class Demo:
         return dict(root=self.data, parts=sorted(sources))
 
     def train_tokenizer(self, stage_dir):
-        out = self.train('tokenizer', stage_dir, self.data_options('pretrain'))
+        out = self.train('tokenizer', stage_dir, self.data_options('imagenet'))
         m = out['metrics']
-        return dict(checkpoint=out['checkpoint'], psnr=m['tokenizer/psnr'],
-                    code_usage=m['tokenizer/code_usage'], perplexity=m['tokenizer/perplexity'])
+        return dict(checkpoint=out['checkpoint'], config=osp.join(stage_dir, 'config.py'),
+                    psnr=m['tokenizer/psnr'], code_usage=m['tokenizer/code_usage'],
+                    perplexity=m['tokenizer/perplexity'])
 
-    def train_predictor(self, stage_dir, tok, env=None):
-        options = dict(self.data_options('pretrain'))
-        options['model.tokenizer.checkpoint'] = tok['checkpoint']
-        out = self.train('token_predictor', stage_dir, options, env=env)
+    def train_predictor(self, stage_dir):
+        options = dict(self.data_options('imagenet'))
+        options['model.tokenizer.checkpoint'] = self.result('tokenizer')['checkpoint']
+        out = self.train('token_predictor', stage_dir, options)
         m = out['metrics']
         return dict(checkpoint=out['checkpoint'], accuracy=m['token_predictor/accuracy'],
                     majority_baseline=m['token_predictor/majority_baseline'])
 
-    def addp_options(self, tok, pred) -> dict:
-        return {'model.tokenizer.checkpoint': tok['checkpoint'],
-                'model.token_predictor.checkpoint': pred['checkpoint']}
-
-    def train_addp(self, stage_dir, tok, pred, env=None):
-        options = dict(self.data_options('pretrain', keys=('train', )), **self.addp_options(tok, pred))
-        out = self.train('addp', stage_dir, options, test=False, env=env)
+    def train_addp(self, stage_dir):
+        options = dict(self.data_options('imagenet', keys=('train', )))
+        options['model.tokenizer.checkpoint'] = self.result('tokenizer')['checkpoint']
+        options['model.token_predictor.checkpoint'] = self.result('token_predictor')['checkpoint']
+        out = self.train('addp', stage_dir, options, test=False)
         curve = read_loss_curve(stage_dir)
         plot_loss_curve(curve, osp.join(stage_dir, 'loss_curve.png'))
         first, last = curve[0][1], sum(v for _, v in curve[-4:]) / len(curve[-4:])
         return dict(checkpoint=out['checkpoint'], config=osp.join(stage_dir, 'config.py'),
                     loss_first=first, loss_last=last, loss_curve=osp.join(stage_dir, 'loss_curve.png'))
 
-    def generate(self, stage_dir, tok, pred, addp, env=None):
-        samples = osp.join(stage_dir, 'samples')
-        n = NUM_SAMPLES[self.mode]
-        run_tool(['tools/generate.py', addp['config'], addp['checkpoint'], '--out', samples,
-                  '--num-samples', str(n), '--steps', '8', '--seed', '0', '--batch-size', '32'],
-                 osp.join(stage_dir, 'run.log'), env=env)
-        # the two reference points of the FID table: the start image repeated, and noise
-        run_tool(['-c', BASELINE_SCRIPT, addp['config'], addp['checkpoint'], stage_dir, str(n)],
-                 osp.join(stage_dir, 'run.log'), env=env)
-        return dict(samples=samples, grid=osp.join(samples, 'grid.png'), num_samples=n,
-                    start_repeated=osp.join(stage_dir, 'start_repeated'),
-                    noise=osp.join(stage_dir, 'noise'))
+    def generate(self, stage_dir):
+        """ADDP samples, the token predictor's own (MAGE-style) samples with
+        the same seeds and steps, the two references (start image, noise),
+        and the tokenizer's reconstructions of the val images."""
+        addp, n = self.result('addp'), NUM_SAMPLES[self.mode]
+        folders = {}
+        for sampler in ('addp', 'predictor', 'start', 'noise'):
+            folders[sampler] = osp.join(stage_dir, sampler)
+            self.tool(['tools/generate.py', addp['config'], addp['checkpoint'], '--sampler',
+                       sampler, '--out', folders[sampler], '--num-samples', str(n), '--steps',
+                       str(GEN_STEPS), '--seed', '0', '--batch-size', '32'], stage_dir)
+        tok = self.result('tokenizer')
+        folders['recon'] = osp.join(stage_dir, 'recon')
+        self.tool(['tools/analysis_tools/reconstruct.py', tok['config'], tok['checkpoint'],
+                   osp.join(self.data, 'imagenet', 'val'), osp.join(folders['recon'], 'val')],
+                  stage_dir)
+        return dict(folders=folders, num_samples=n, steps=GEN_STEPS)
 
-    def transfer_options(self, task, init, tok, token_input=False) -> dict:
+    def evaluate(self, stage_dir):
+        """FID / IS / share with p >= 0.9 of every image set against the val
+        images (the pixel cls run's classifier as feature network), and that
+        classifier's top-1 on the reconstructed val images."""
+        gen, cls = self.result('generation'), self.result('cls')
+        ref = osp.join(self.data, 'imagenet', 'val')
+        results = {}
+        for name, folder in gen['folders'].items():
+            out = osp.join(stage_dir, f'{name}.json')
+            self.tool(['tools/eval_fid.py', folder, ref, '--feature-config', cls['config'],
+                       '--feature-checkpoint', cls['checkpoint'], '--out', out], stage_dir)
+            with open(out) as f:
+                m = json.load(f)
+            results[name] = dict(fid=m['fid'], inception_score=m['is_mean'],
+                                 confident_share=m['confident_share'])
+        work = osp.join(stage_dir, 'recon_test')
+        self.tool(['tools/test.py', cls['config'], cls['checkpoint'], '--work-dir', work,
+                   '--cfg-options', f'test_dataloader.dataset.data_root={gen["folders"]["recon"]}/'],
+                  stage_dir)
+        with open(osp.join(work, 'test_metrics.json')) as f:
+            results['recon_top1'] = json.load(f)['metrics']['accuracy/top1']
+        return results
+
+    def probe(self, stage_dir, start):
+        out = osp.join(stage_dir, 'probe.json')
+        encoder = (['--random'] if start == 'random' else [self.result('addp')['checkpoint']])
+        cfg = self.config('cls', stage_dir, self.data_options('imagenet'))
+        self.tool(['tools/analysis_tools/linear_probe.py', cfg, *encoder, '--train-per-class',
+                   str(PROBE_PER_CLASS[self.mode]), '--out', out], stage_dir)
+        with open(out) as f:
+            return json.load(f)
+
+    def few_label_file(self) -> str:
+        """The first FEW_LABELS training images of every class (file order),
+        as an mmpretrain annotation file relative to ``imagenet/train``."""
+        path = osp.join(self.work, f'few_labels_{FEW_LABELS}.txt')
+        if not osp.isfile(path):
+            root = osp.join(self.data, 'imagenet', 'train')
+            lines = []
+            for label, cls in enumerate(sorted(os.listdir(root))):
+                files = sorted(os.listdir(osp.join(root, cls)))[:FEW_LABELS]
+                lines += [f'{cls}/{f} {label}' for f in files]
+            with open(path + '.tmp', 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+            os.replace(path + '.tmp', path)
+        return path
+
+    def tokenizer_input(self) -> dict:
+        tokenizer = load_config(osp.join(ROOT, CONFIGS['addp'])).model.tokenizer.to_dict()
+        tokenizer['checkpoint'] = self.result('tokenizer')['checkpoint']
+        return dict(_delete_=True, tokenizer=tokenizer)
+
+    def transfer_options(self, task, start, token_input=False, few=False) -> dict:
         part = dict(cls='imagenet', det='coco', seg='ade')[task]
         options = self.data_options(part)
-        options['model.backbone.init_cfg.checkpoint'] = init
+        if start == 'random':
+            options['model.backbone.init_cfg'] = None
+        else:
+            options['model.backbone.init_cfg.checkpoint'] = self.result('addp')['checkpoint']
         if task == 'det':
             ann = osp.join(self.data, 'coco', 'annotations', 'instances_val2017.json')
             options['val_evaluator.ann_file'] = ann
             options['test_evaluator.ann_file'] = ann
+        if few:
+            options['train_dataloader.dataset.ann_file'] = self.few_label_file()
         if token_input:
-            tokenizer = load_config(osp.join(ROOT, CONFIGS['addp'])).model.tokenizer.to_dict()
-            tokenizer['checkpoint'] = tok['checkpoint']
-            options['model.backbone.token_input'] = dict(_delete_=True, tokenizer=tokenizer)
+            options['model.backbone.token_input'] = self.tokenizer_input()
         return options
 
-    def code_ids_stage(self, tok, env=None):
+    def code_ids(self, stage_dir):
         """The code ids of cls_token's augmented training views (as many views
         as its schedule makes passes over the data), written once."""
+        options = dict(self.data_options('imagenet'),
+                       **{'model.backbone.token_input': self.tokenizer_input()})
+        cfg = self.config('cls', stage_dir, options)
+        out = osp.join(stage_dir, 'code_ids.npz')
+        self.tool(['tools/dataset_converters/cache_code_ids.py', cfg, '--out', out], stage_dir)
+        return dict(file=out)
 
-        def encode(stage_dir):
-            cfg = self.config('cls', stage_dir, self.transfer_options('cls', None, tok, True))
-            out = osp.join(stage_dir, 'code_ids.npz')
-            run_tool(['tools/dataset_converters/cache_code_ids.py', cfg, '--out', out],
-                     osp.join(stage_dir, 'run.log'), env=env,
-                     echo=lambda line: self.log(f'[cls_token_ids] {line.strip()}'))
-            return dict(file=out)
-
-        return self.stage('cls_token_ids', encode)
-
-    def transfer(self, task, stage_dir, init, tok, token_input=False, env=None):
-        """Fine-tune and test one tiny task from the checkpoint ``init``."""
-        options = self.transfer_options(task, init, tok, token_input)
+    def transfer(self, stage_dir, task, start, token_input=False, few=False):
+        """Fine-tune and test one tiny task from ADDP or from random weights."""
+        options = self.transfer_options(task, start, token_input, few)
         if task == 'cls' and token_input:  # read the code ids computed before
-            ids = (self.code_ids.result() if self.code_ids is not None else
-                   self.code_ids_stage(tok, env))
             num_codes = options['model.backbone.token_input']['tokenizer'].get('num_codes')
             options['train_dataloader.dataset'] = dict(
-                _delete_=True, type='CodeIdDataset', cache=ids['file'], num_codes=num_codes,
-                pipeline=[dict(type='PackInputs')])
+                _delete_=True, type='CodeIdDataset', cache=self.result('cls_token_ids')['file'],
+                num_codes=num_codes, pipeline=[dict(type='PackInputs')])
             options['data_preprocessor.type'] = 'CodeIdDataPreprocessor'
-        out = self.train(task, stage_dir, options, env=env)
+        out = self.train(task, stage_dir, options, iters_key='cls_few' if few else task)
         m = out['metrics']
         if task == 'cls':
             results = dict(top1=m['accuracy/top1'])
@@ -277,92 +352,61 @@ class Demo:
             results = dict(mIoU=m['mIoU'], aAcc=m['aAcc'])
         return dict(results, checkpoint=out['checkpoint'], config=osp.join(stage_dir, 'config.py'))
 
-    def fid(self, stage_dir, gen, cls, env=None):
-        ref = osp.join(self.data, 'pretrain', 'val')
-        results = {}
-        for name, folder in (('samples', gen['samples']), ('start_repeated', gen['start_repeated']),
-                             ('noise', gen['noise'])):
-            out = osp.join(stage_dir, f'{name}.json')
-            run_tool(['tools/eval_fid.py', folder, ref, '--feature-config', cls['config'],
-                      '--feature-checkpoint', cls['checkpoint'], '--out', out],
-                     osp.join(stage_dir, 'run.log'), env=env)
-            with open(out) as f:
-                metrics = json.load(f)
-            results[f'fid_{name}'] = metrics['fid']
-            if name == 'samples':
-                results['is_samples'] = metrics['is_mean']
-        return results
-
     # --------------------------------------------------------------- report
+    def collect_metrics(self) -> dict:
+        r = self.result
+        tok, ev = r('tokenizer'), r('evaluation')
+        m = {'tokenizer/psnr': tok['psnr'], 'tokenizer/code_usage': tok['code_usage'],
+             'tokenizer/perplexity': tok['perplexity'], 'tokenizer/recon_top1': ev['recon_top1'],
+             'token_predictor/accuracy': r('token_predictor')['accuracy'],
+             'token_predictor/majority_baseline': r('token_predictor')['majority_baseline'],
+             'addp/loss_first': r('addp')['loss_first'], 'addp/loss_last': r('addp')['loss_last']}
+        for name in ('addp', 'predictor', 'recon', 'start', 'noise'):
+            for key, value in ev[name].items():
+                m[f'generation/{name}/{key}'] = value
+        for name in ('probe', 'probe_random'):
+            m[f'{name}/top1'] = r(name)['top1']
+        for name, (task, _, _, _) in RUNS.items():
+            keys = dict(cls=('top1', ), det=('bbox_AP', 'bbox_AP50', 'segm_AP', 'segm_AP50'),
+                        seg=('mIoU', ))[task]
+            for key in keys:
+                m[f'{name}/{key}'] = r(name)[key]
+        return {k: round(float(v), 4) for k, v in m.items()}
+
     def report(self):
-        rec = {k: v['results'] for k, v in self.records.items()}
-        metrics = {
-            'tokenizer/psnr': rec['tokenizer']['psnr'],
-            'tokenizer/code_usage': rec['tokenizer']['code_usage'],
-            'tokenizer/perplexity': rec['tokenizer']['perplexity'],
-            'token_predictor/accuracy': rec['token_predictor']['accuracy'],
-            'token_predictor/majority_baseline': rec['token_predictor']['majority_baseline'],
-            'addp/loss_first': rec['addp']['loss_first'],
-            'addp/loss_last': rec['addp']['loss_last'],
-            'generation/fid': rec['fid']['fid_samples'],
-            'generation/fid_start_repeated': rec['fid']['fid_start_repeated'],
-            'generation/fid_noise': rec['fid']['fid_noise'],
-            'generation/inception_score': rec['fid']['is_samples'],
-            'cls/top1': rec['cls']['top1'],
-            'det/bbox_AP': rec['det']['bbox_AP'], 'det/bbox_AP50': rec['det']['bbox_AP50'],
-            'det/segm_AP': rec['det']['segm_AP'], 'det/segm_AP50': rec['det']['segm_AP50'],
-            'seg/mIoU': rec['seg']['mIoU'],
-            'token_input/cls/top1': rec['cls_token']['top1'],
-            'token_input/det/bbox_AP50': rec['det_token']['bbox_AP50'],
-            'token_input/det/segm_AP50': rec['det_token']['segm_AP50'],
-            'token_input/seg/mIoU': rec['seg_token']['mIoU'],
-        }
-        metrics = {k: round(float(v), 4) for k, v in metrics.items()}
+        metrics = self.collect_metrics()
         seconds = {k: v['seconds'] for k, v in self.records.items()}
         wall = round(time.time() - self.start, 1)
         reused = sorted(k for k, v in self.records.items() if v['skipped'])
         bars = {k: dict(value=metrics[k], bar=b, met=metrics[k] >= b) for k, b in BARS.items()}
-        figures = self.copy_figures(rec)
+        targets = check_targets(metrics, self.counts())
+        figures = self.make_figures()
+        flags = sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile'})
         write_json_atomic(osp.join(self.work, 'metrics.json'),
-                          dict(mode=self.mode, metrics=metrics, bars=bars,
+                          dict(mode=self.mode, metrics=metrics, bars=bars, targets=targets,
                                stage_seconds=seconds, wall_seconds=wall, reused_stages=reused,
-                               figures=figures))
+                               figures=figures, cpu_flags=flags, cpu_count=os.cpu_count()))
         with open(osp.join(self.work, 'report.md.tmp'), 'w') as f:
-            f.write(render_report(self.mode, metrics, bars, seconds, reused, figures, wall))
+            f.write(render_report(self.mode, metrics, bars, targets, seconds, reused, figures,
+                                  wall, flags))
         os.replace(osp.join(self.work, 'report.md.tmp'), osp.join(self.work, 'report.md'))
         self.log(f'report: {osp.join(self.work, "report.md")}')
         self.log(f'metrics: {json.dumps(metrics)}')
 
-    def copy_figures(self, rec) -> dict:
-        figures = dict(loss_curve='loss_curve.png', samples='samples_grid.png')
-        shutil.copy(rec['addp']['loss_curve'], osp.join(self.work, figures['loss_curve']))
-        shutil.copy(rec['generation']['grid'], osp.join(self.work, figures['samples']))
+    def counts(self) -> dict:
+        """Images behind each accuracy (for standard errors)."""
+        with open(osp.join(self.data, 'counts.json')) as f:
+            return dict(cls_val=json.load(f)['imagenet']['val'])
+
+    def make_figures(self) -> dict:
+        figures = dict(loss_curve='loss_curve.png', samples='samples_grid.png',
+                       side_by_side='side_by_side.png')
+        shutil.copy(self.result('addp')['loss_curve'], osp.join(self.work, figures['loss_curve']))
+        folders = self.result('generation')['folders']
+        shutil.copy(osp.join(folders['addp'], 'grid.png'), osp.join(self.work, figures['samples']))
+        plot_side_by_side(osp.join(self.data, 'imagenet', 'val'), folders,
+                          osp.join(self.work, figures['side_by_side']))
         return figures
-
-
-BASELINE_SCRIPT = r'''
-import os, sys, torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from torchvision.utils import save_image
-import mmaddp
-from mmaddp.registry import MODELS
-cfg_path, ckpt, out, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-cfg = Config.fromfile(cfg_path)
-init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-model = MODELS.build(cfg.model)
-model.load_checkpoint(ckpt)
-model.eval()
-with torch.no_grad():
-    start = model.start_pixels()[0].clamp(0, 1)
-g = torch.Generator().manual_seed(0)
-for name in ('start_repeated', 'noise'):
-    os.makedirs(os.path.join(out, name))
-    for i in range(n):
-        img = start if name == 'start_repeated' else torch.rand(start.shape, generator=g)
-        save_image(img, os.path.join(out, name, f'{i:06d}.png'))
-'''
-
 
 def read_loss_curve(work_dir: str):
     """(iteration, loss) pairs from MMEngine's ``vis_data/scalars.json``."""
@@ -394,45 +438,132 @@ def plot_loss_curve(curve, path: str) -> None:
     plt.close(fig)
 
 
-def render_report(mode, m, bars, seconds, reused, figures, wall) -> str:
+def check_targets(m: dict, counts: dict) -> list:
+    """Issue 19's targets against this run's metrics: each with its value,
+    reference, margin, whether it is met, and (for top-1 margins) whether the
+    margin exceeds two standard errors of the difference."""
+    rows = []
+    for key, op, ref_key, margin in TARGETS:
+        value = m[key]
+        ref = m[ref_key] if ref_key else None
+        if ref_key is None:
+            goal = margin
+        elif op == '<=' and margin == 0.5:
+            goal = ref * 0.5
+        else:
+            goal = ref + margin
+        met = value <= goal if op == '<=' else value < goal if op == '<' else value >= goal
+        row = dict(metric=key, value=value, op=op, reference=ref_key, reference_value=ref,
+                   goal=round(goal, 4), met=bool(met))
+        if key.endswith('top1') and ref_key and ref_key.endswith('top1'):
+            n = counts['cls_val']
+            se = math.sqrt(sum(p / 100 * (1 - p / 100) / n for p in (value, ref))) * 100
+            row['two_se'] = round(2 * se, 2)
+            row['margin_beyond_2se'] = bool(value - ref > 2 * se)
+        rows.append(row)
+    return rows
+
+
+def plot_side_by_side(val_root: str, folders: dict, path: str, per_row: int = 16) -> None:
+    """One figure, four rows of images: real val images, their tokenizer
+    reconstructions, ADDP samples, predictor-only samples."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    from mmaddp.evaluation.generation_metrics import list_image_files
+    real = list_image_files(val_root)
+    step = max(1, len(real) // per_row)
+    real = real[::step][:per_row]
+    recon = [osp.join(folders['recon'], 'val', osp.relpath(f, val_root)) for f in real]
+    recon = [osp.splitext(f)[0] + '.png' for f in recon]
+    rows = [('val images', real), ('tokenizer reconstructions', recon),
+            ('ADDP samples', list_image_files(folders['addp'], ['grid.png'])[:per_row]),
+            ('token predictor alone (MAGE-style)',
+             list_image_files(folders['predictor'], ['grid.png'])[:per_row])]
+    size, label_w, pad = 48, 190, 4
+    canvas = Image.new('RGB', (label_w + per_row * (size + pad), len(rows) * (size + pad)),
+                       (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, files) in enumerate(rows):
+        y = r * (size + pad)
+        draw.text((4, y + size // 2 - 6), label, fill=(0, 0, 0))
+        for c, f in enumerate(files):
+            img = Image.open(f).convert('RGB').resize((size, size), Image.NEAREST)
+            canvas.paste(img, (label_w + c * (size + pad), y))
+    canvas.save(path)
+    del np
+
+
+def render_report(mode, m, bars, targets, seconds, reused, figures, wall, flags) -> str:
     def mark(key):
         return '' if key not in bars else (' (bar >= %g: %s)' % (bars[key]['bar'],
                                                                'met' if bars[key]['met'] else 'NOT met'))
 
+    g = 'generation/'
     lines = [
         '# ADDP demo report', '',
-        f'Mode: {mode}. Everything ran on the bundled data (`make data`), on CPU.', '',
-        '## Metrics', '',
+        f'Mode: {mode}. Everything ran on the bundled data (`make data`), on '
+        f'{os.cpu_count()} CPU cores (flags: {", ".join(flags) or "none of note"}).', '',
+        '## Pretraining', '',
         '| stage | metric | value |', '|---|---|---|',
         f'| tokenizer | PSNR (dB), val | {m["tokenizer/psnr"]:.2f} |',
-        f'| tokenizer | code usage | {m["tokenizer/code_usage"]:.3f} |',
-        f'| tokenizer | perplexity | {m["tokenizer/perplexity"]:.1f} |',
+        f'| tokenizer | code usage / perplexity | {m["tokenizer/code_usage"]:.3f} / '
+        f'{m["tokenizer/perplexity"]:.1f} |',
+        f'| tokenizer | demo classifier top-1 on val reconstructions (originals) | '
+        f'{m["tokenizer/recon_top1"]:.2f} ({m["cls/top1"]:.2f}) |',
         f'| token predictor | masked-token accuracy (%) | {m["token_predictor/accuracy"]:.2f} '
         f'(most common code: {m["token_predictor/majority_baseline"]:.2f}) |',
         f'| ADDP pretraining | loss, first log -> mean of last 4 | {m["addp/loss_first"]:.3f} -> '
         f'{m["addp/loss_last"]:.3f} |',
-        f'| generation | FID (demo classifier features), samples | {m["generation/fid"]:.2f} |',
-        f'| generation | FID, start image repeated | {m["generation/fid_start_repeated"]:.2f} |',
-        f'| generation | FID, uniform noise | {m["generation/fid_noise"]:.2f} |',
-        f'| generation | Inception Score (demo classifier) | '
-        f'{m["generation/inception_score"]:.2f} |',
-        f'| classification | top-1 (%) | {m["cls/top1"]:.2f}{mark("cls/top1")} |',
-        f'| detection | box AP / AP50 | {m["det/bbox_AP"]:.1f} / {m["det/bbox_AP50"]:.1f}'
-        f'{mark("det/bbox_AP50")} |',
-        f'| instance seg. | mask AP / AP50 | {m["det/segm_AP"]:.1f} / {m["det/segm_AP50"]:.1f}'
-        f'{mark("det/segm_AP50")} |',
-        f'| semantic seg. | mIoU | {m["seg/mIoU"]:.2f}{mark("seg/mIoU")} |',
-        '', '## Pixel versus token input (same schedule, same ADDP checkpoint)', '',
+        '', '## Generation (demo classifier as feature network, against the val images)', '',
+        '| images | FID | IS | share with p >= 0.9 (%) |', '|---|---|---|---|',
+    ]
+    for name, label in (('addp', 'ADDP samples'),
+                        ('predictor', 'token predictor alone, MAGE-style (same steps, seeds)'),
+                        ('recon', 'tokenizer reconstructions of the val images (ceiling)'),
+                        ('start', 'start image repeated'), ('noise', 'uniform noise')):
+        lines.append(f'| {label} | {m[g + name + "/fid"]:.2f} | '
+                     f'{m[g + name + "/inception_score"]:.2f} | '
+                     f'{m[g + name + "/confident_share"]:.1f} |')
+    lines += [
+        '', '## Representation: the ADDP encoder against the same encoder from random weights',
+        '', 'Same recipe, schedule and seed in each row.', '',
+        '| task | metric | ADDP | random weights | difference |', '|---|---|---|---|---|',
+    ]
+    for label, metric, a, b in (
+            ('linear probe (frozen tokens)', 'top-1', 'probe/top1', 'probe_random/top1'),
+            ('fine-tuning, 100 labels per class', 'top-1', 'cls_few/top1', 'cls_few_random/top1'),
+            ('fine-tuning, all labels', 'top-1', 'cls/top1', 'cls_random/top1'),
+            ('Mask R-CNN', 'box AP50', 'det/bbox_AP50', 'det_random/bbox_AP50'),
+            ('Mask R-CNN', 'mask AP50', 'det/segm_AP50', 'det_random/segm_AP50'),
+            ('UperNet', 'mIoU', 'seg/mIoU', 'seg_random/mIoU')):
+        lines.append(f'| {label} | {metric} | {m[a]:.2f}{mark(a)} | {m[b]:.2f} | '
+                     f'{m[a] - m[b]:+.2f} |')
+    lines += [
+        '', '## Pixel versus token input (same ADDP checkpoint, same schedules)', '',
         '| task | metric | pixels | tokens |', '|---|---|---|---|',
-        f'| classification | top-1 | {m["cls/top1"]:.2f} | {m["token_input/cls/top1"]:.2f} |',
-        f'| detection | box AP50 | {m["det/bbox_AP50"]:.1f} | '
-        f'{m["token_input/det/bbox_AP50"]:.1f} |',
+        f'| classification | top-1 | {m["cls/top1"]:.2f} | {m["cls_token/top1"]:.2f} |',
+        f'| detection | box AP50 | {m["det/bbox_AP50"]:.1f} | {m["det_token/bbox_AP50"]:.1f} |',
         f'| instance seg. | mask AP50 | {m["det/segm_AP50"]:.1f} | '
-        f'{m["token_input/det/segm_AP50"]:.1f} |',
-        f'| semantic seg. | mIoU | {m["seg/mIoU"]:.2f} | {m["token_input/seg/mIoU"]:.2f} |',
+        f'{m["det_token/segm_AP50"]:.1f} |',
+        f'| semantic seg. | mIoU | {m["seg/mIoU"]:.2f} | {m["seg_token/mIoU"]:.2f} |',
+        '', '## Targets (issue 19)', '',
+        '| metric | value | goal | met | note |', '|---|---|---|---|---|',
+    ]
+    for t in targets:
+        ref = f' ({t["reference"]} = {t["reference_value"]:.2f})' if t['reference'] else ''
+        note = ''
+        if 'two_se' in t:
+            note = (f'2 SE of the difference: {t["two_se"]:.2f}; margin beyond it: '
+                    f'{"yes" if t["margin_beyond_2se"] else "no"}')
+        lines.append(f'| {t["metric"]} | {t["value"]:.2f} | {t["op"]} {t["goal"]:.2f}{ref} | '
+                     f'{"yes" if t["met"] else "NO"} | {note} |')
+    lines += [
         '', '## Figures', '',
+        'Rows: val images, their tokenizer reconstructions, ADDP samples, the token predictor '
+        'sampling alone.', '',
+        f'![side by side]({figures["side_by_side"]})', '',
+        f'![ADDP samples]({figures["samples"]})', '',
         f'![pretraining loss]({figures["loss_curve"]})', '',
-        f'![samples]({figures["samples"]})', '',
         '## Wall time per stage', '',
         'Seconds of the run that made each stage (stages reused from an earlier run '
         'of the demo are marked).', '',
@@ -453,8 +584,8 @@ def main():
     parser.add_argument('--quick', action='store_true',
                         help='a few iterations per stage: checks the plumbing, not the numbers')
     parser.add_argument('--jobs', type=int, default=2,
-                        help='fine-tuning runs at once (pixel / token input x 3 tasks), '
-                        'each with cores / jobs threads; 1 runs them one after the other')
+                        help='stages at once, each with cores / jobs threads; 1 runs them '
+                        'one after the other')
     args = parser.parse_args()
     with tools_stopped_on_failure():
         Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full',

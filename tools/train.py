@@ -13,6 +13,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner, find_latest_checkpoint
 
 import mmaddp  # noqa: F401  (registers models, allow-lists checkpoint classes)
+from mmaddp.engine.optimizers import cpu_has_fast_bf16
 from mmaddp.utils import load_tool_config, prepare_launch, save_test_metrics
 
 
@@ -25,7 +26,8 @@ def parse_args():
         help='resume from the given checkpoint, or from the latest checkpoint in the '
         'work dir when no path is given')
     parser.add_argument('--amp', action='store_true',
-                        help='enable automatic mixed precision training (needs a GPU)')
+                        help='mixed precision: AmpOptimWrapper on a GPU, bf16 autocast on a CPU '
+                        'with bf16 arithmetic (CPUBf16OptimWrapper)')
     parser.add_argument('--no-validate', action='store_true',
                         help='skip validation during training')
     parser.add_argument('--test', action='store_true',
@@ -45,18 +47,32 @@ def parse_args():
     return args
 
 
+def select_amp_wrapper(cfg) -> None:
+    """``--amp``: mmengine's ``AmpOptimWrapper`` on a GPU; on a CPU with bf16
+    arithmetic (``avx512_bf16`` / ``amx_bf16``) mmaddp's
+    ``CPUBf16OptimWrapper``; on any other CPU, stop and say why."""
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if torch.cuda.is_available():
+        if wrapper != 'AmpOptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        return
+    if not cpu_has_fast_bf16():
+        raise RuntimeError('--amp on CPU needs bf16 arithmetic in hardware (avx512_bf16 or '
+                           'amx_bf16 in /proc/cpuinfo); this CPU has neither, so bf16 would be '
+                           'slower than fp32. Drop --amp on this machine.')
+    cfg.optim_wrapper.type = 'CPUBf16OptimWrapper'
+    cfg.optim_wrapper.pop('loss_scale', None)
+    cfg.optim_wrapper.pop('dtype', None)
+    cfg.optim_wrapper['enabled'] = True
+
+
 def main():
     args = parse_args()
     cfg = load_tool_config(args)
 
     if args.amp:
-        if not torch.cuda.is_available():
-            raise RuntimeError('--amp needs a CUDA GPU; MMEngine\'s AmpOptimWrapper does not '
-                               'run on CPU. Drop --amp on this machine.')
-        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_wrapper != 'AmpOptimWrapper':
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        select_amp_wrapper(cfg)
 
     if args.resume == 'auto':
         cfg.resume = True

@@ -8,7 +8,8 @@
   for instance the tiny classifier trained on the bundled classification set.
   Its pooled backbone / neck features give the FID and its class
   probabilities the IS, both computed here (:func:`frechet_distance`,
-  :func:`inception_score`). Numbers are comparable only between runs that use
+  :func:`inception_score`), and the share of samples it assigns a class
+  with p >= 0.9 (:func:`confident_share`). Numbers are comparable only between runs that use
   the same network.
 
 Images enter as a folder (searched recursively for PNG / JPEG files), a uint8
@@ -80,6 +81,16 @@ def inception_score(probs, splits: int = 1) -> Tuple[float, float]:
         kl = np.sum(part * log_ratio, 1)
         scores.append(np.exp(kl.mean()))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+def confident_share(probs, threshold: float = 0.9) -> float:
+    """Percentage of the N x C class probabilities whose largest entry is at
+    least ``threshold``: samples the classifier assigns a class with
+    confidence (the share of recognisable samples)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] < 1:
+        raise ValueError(f'need N x C probabilities, got {p.shape}')
+    return float(100.0 * (p.max(1) >= threshold).mean())
 
 
 # ------------------------------------------------------------------- images
@@ -281,7 +292,7 @@ class ClassifierFeatureNet(GenerationFeatureNet):
         mu, sigma = feature_statistics(feats)
         is_mean, is_std = inception_score(probs, self.is_splits)
         return dict(fid=frechet_distance(mu, sigma, mu_ref, sigma_ref), is_mean=is_mean,
-                    is_std=is_std)
+                    is_std=is_std, confident_share=confident_share(probs))
 
 
 def build_classifier(config, checkpoint: Optional[str] = None) -> torch.nn.Module:

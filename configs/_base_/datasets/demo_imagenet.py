@@ -28,7 +28,9 @@ train_dataloader = dict(
     batch_size=64, num_workers=2, persistent_workers=True,
     collate_fn=dict(type='default_collate'),
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train',
+    # ann_file: '' lists the class folders; a file of 'CLASS/NAME.png LABEL'
+    # lines picks a subset (the demo's 100 labels per class)
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', ann_file='',
                  pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=64, num_workers=2, persistent_workers=True,

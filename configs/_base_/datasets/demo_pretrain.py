@@ -1,16 +1,17 @@
-# Pretraining / generation corpus: ImageNet-style folder of 32 px images
-# (data/demo/pretrain, built by tools/dataset_converters/make_demo_data.py).
+# Pretraining / generation corpus: the classification images themselves, as
+# the paper pretrains on ImageNet's training split (data/demo/imagenet, built
+# by tools/dataset_converters/make_demo_data.py), without their labels. No
+# flips: a mirrored digit is not a digit.
 # For ImageNet-1k: data_root = 'data/imagenet/' and img_size = 256.
 dataset_type = 'CustomDataset'
-data_root = 'data/demo/pretrain/'
+data_root = 'data/demo/imagenet/'
 img_size = 32
 data_preprocessor = dict(type='SelfSupDataPreprocessor', mean=[0., 0., 0.],
                          std=[255., 255., 255.], to_rgb=True)  # images in [0, 1]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.2, 1.0),
+    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.6, 1.0),
          backend='pillow', interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(

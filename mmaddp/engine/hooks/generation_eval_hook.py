@@ -1,6 +1,6 @@
 """FID / IS of ADDP samples during training, logged like any other scalar.
 
-To enable it in ``configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py`` (FID of
+To enable it in ``configs/addp/addp_vit-tiny-p4_1xb64-1000i_demo.py`` (FID of
 64 samples against the 500 images of the pretraining val split, every 500
 iterations and after training, with the tiny demo classifier as feature net)::
 
@@ -8,8 +8,8 @@ iterations and after training, with the tiny demo classifier as feature net)::
         dict(type='GenerationEvalHook', interval=500, num_samples=64, steps=20,
              feature_net=dict(
                  type='classifier',
-                 config='configs/imagenet/addp-vit-tiny-p8_1xb64-8000i_demo.py',
-                 checkpoint='work_dirs/addp-vit-tiny-p8_1xb64-8000i_demo/iter_8000.pth',
+                 config='configs/imagenet/addp-vit-tiny-p4_1xb64-3000i_demo.py',
+                 checkpoint='work_dirs/addp-vit-tiny-p4_1xb64-3000i_demo/iter_8000.pth',
                  is_splits=1),
              ref_dir='data/demo/pretrain/val'),
     ]

@@ -1,5 +1,4 @@
 """ADDP pretraining: the alternating denoising process as an MMEngine model."""
-import math
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -11,6 +10,7 @@ from mmaddp.utils import load_checkpoint_file, load_state_into
 from ..utils.checkpoint_convert import (RELEASE_DECODER_PREFIXES, RELEASE_ENCODER_PREFIXES,
                                          is_unused_release_key, rename_release_key)
 from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
+from ..utils.iterative_sampler import make_generators, sample_ids
 from ..utils.mask_ratio import MaskRatioSchedule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -212,14 +212,6 @@ class ADDP(BaseSelfSupervisor):
             self._start_pixels_cache = cache
         return cache
 
-    @staticmethod
-    def _masked_fraction(schedule: str, s: float) -> float:
-        if schedule == 'cosine':
-            return math.cos(math.pi / 2 * s)
-        if schedule == 'linear':
-            return 1.0 - s
-        raise ValueError(f"schedule must be 'cosine' or 'linear', got {schedule!r}")
-
     @torch.no_grad()
     def generate(self, num_samples: int, steps: int = 20, schedule: str = 'cosine',
                  temperature: float = 6.0, temperature_decay: bool = True,
@@ -228,13 +220,11 @@ class ADDP(BaseSelfSupervisor):
                  return_trace: bool = False, seeds: Optional[Sequence[int]] = None):
         """Unconditional generation by alternating decode and predict.
 
-        Starts from :meth:`start_pixels`; each step runs encoder + decoder,
-        samples ids for the still-masked positions, keeps masked the
-        ``ceil(L * schedule((step + 1) / steps))`` positions (at least one,
-        fewer than before) with the lowest ``log p + t * Gumbel`` (t =
-        ``temperature * (1 - (step + 1) / steps)`` with decay), reveals the
-        rest for good, and decodes revealed ids as code vectors and masked
-        positions as soft vectors. The last step reveals every position.
+        Starts from :meth:`start_pixels`; each step runs encoder + decoder on
+        the current pixels and :func:`~mmaddp.models.utils.iterative_sampler.reveal_step`
+        draws ids and chooses which stay masked (fewer each step, none after
+        the last); revealed ids are decoded as code vectors, still-masked
+        positions as soft vectors of the step's prediction.
 
         Randomness: ``seed`` or ``generator`` drive the whole batch; with
         ``seeds`` (one int per sample) or a list of generators, sample j draws
@@ -246,82 +236,32 @@ class ADDP(BaseSelfSupervisor):
             ``return_trace``, a list of per-step dicts with ``ids`` and
             ``mask``, both B x L, after the step).
         """
-        if steps < 1:
-            raise ValueError(f'steps must be >= 1, got {steps}')
-        self._masked_fraction(schedule, 0.0)  # validates the name
         device = self.pixel_mean.device
-        if seeds is not None:
-            generator = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-        if generator is None:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(int(torch.randint(2**31, (1, ))) if seed is None else seed)
-        elif not isinstance(generator, torch.Generator) and len(generator) != num_samples:
-            raise ValueError(f'got {len(generator)} seeds / generators for {num_samples} samples')
+        generator = make_generators(num_samples, device, seed, generator, seeds)
         length, codes = self.neck.num_tokens, self.num_codes
         side = int(round(length**0.5))
-        ids = torch.zeros(num_samples, length, dtype=torch.long, device=device)
-        masked = torch.ones(num_samples, length, dtype=torch.bool, device=device)
-        pixels = self.start_pixels().expand(num_samples, -1, -1, -1)
+        state = dict(pixels=self.start_pixels().expand(num_samples, -1, -1, -1))
         trace = []
-        was_training = self.training
-        self.eval()
-        for step in range(steps):
+
+        def predict(ids, masked):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda'):
-                logits = self.decode_logits(pixels, ids, masked)[..., :codes].float()
-            probs = logits.softmax(-1)
-            sample_probs = probs if top_p is None else _top_p(probs, top_p)
-            sampled = _multinomial(sample_probs, generator)
-            sampled = torch.where(masked, sampled, ids)
-            frac = (step + 1) / steps
-            if step == steps - 1:
-                keep = 0
-            else:
-                current = int(masked[0].sum())
-                keep = math.ceil(length * self._masked_fraction(schedule, frac))
-                keep = max(1, min(keep, current - 1))
-            t = temperature * (1 - frac) if temperature_decay else temperature
-            uniform = _uniform(num_samples, length, generator, device)
-            gumbel = -torch.log((-torch.log(uniform.clamp(1e-20, 1.0))).clamp_min(1e-20))
-            confidence = torch.log(probs.gather(-1, sampled[..., None])[..., 0].clamp_min(1e-30))
-            confidence = torch.where(masked, confidence + t * gumbel,
-                                     torch.full_like(confidence, float('inf')))
-            new_masked = torch.zeros_like(masked)
-            if keep > 0:
-                lowest = confidence.topk(keep, dim=1, largest=False).indices
-                new_masked.scatter_(1, lowest, True)
-            ids = torch.where(new_masked, torch.zeros_like(sampled), sampled)
-            masked = new_masked
+                logits = self.decode_logits(state['pixels'], ids, masked)[..., :codes]
+            return logits.float().softmax(-1)
+
+        def decode(ids, masked, probs):
             mix = self.tokenizer.embed(ids.view(num_samples, side, side))
-            if keep > 0:  # still-masked positions enter the decode as soft vectors
+            if masked.any():  # still-masked positions enter the decode as soft vectors
                 soft = self.tokenizer.soft_embed(probs.view(num_samples, side, side, codes))
-                mix = torch.where(masked.view(num_samples, 1, side, side), soft.to(mix.dtype),
-                                  mix)
-            pixels = self.tokenizer.decode(mix).float().clamp(0, 1)
+                mix = torch.where(masked.view(num_samples, 1, side, side), soft.to(mix.dtype), mix)
+            state['pixels'] = self.tokenizer.decode(mix).float().clamp(0, 1)
             if return_trace:
                 trace.append(dict(ids=ids.clone(), mask=masked.clone()))
+
+        was_training = self.training
+        self.eval()
+        sample_ids(predict, num_samples, length, steps, generator, device, on_step=decode,
+                   schedule=schedule, temperature=temperature,
+                   temperature_decay=temperature_decay, top_p=top_p)
         self.train(was_training)
+        pixels = state['pixels']
         return (pixels, trace) if return_trace else pixels
-
-
-def _multinomial(probs: torch.Tensor, generator) -> torch.Tensor:
-    """One categorical draw per position of ``probs`` (B x L x C) -> B x L,
-    from one generator or from one generator per sample."""
-    if isinstance(generator, torch.Generator):
-        return torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(probs.shape[:2])
-    return torch.stack([torch.multinomial(p, 1, generator=g)[:, 0]
-                        for p, g in zip(probs, generator)])
-
-
-def _uniform(batch: int, length: int, generator, device) -> torch.Tensor:
-    """U[0, 1) noise B x L from one generator or one per sample."""
-    if isinstance(generator, torch.Generator):
-        return torch.rand(batch, length, generator=generator, device=device)
-    return torch.stack([torch.rand(length, generator=g, device=device) for g in generator])
-
-
-def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of codes whose probability reaches ``top_p``."""
-    sorted_probs, order = probs.sort(-1, descending=True)
-    keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
-    filtered = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
-    return filtered / filtered.sum(-1, keepdim=True)

@@ -11,6 +11,7 @@ from timm.models.vision_transformer import Block
 
 from mmaddp.registry import register_backbone
 from mmaddp.utils import load_state_into
+from ..utils.attention import select_attention_kernel
 from ..utils.checkpoint_convert import load_addp_encoder_state_dict
 from ..utils.release_init import init_like_release
 from .code_token_embed import CodeTokenEmbed
@@ -29,7 +30,8 @@ class ADDPViT(BaseModule):
     Pixels (normalised by the data preprocessor) -> 16x16 patch embedding ->
     learned absolute position embedding (class token included) -> optional
     LayerNorm (``pre_norm``) -> dropout -> timm ``Block`` s (qkv bias, LayerNorm eps 1e-6,
-    attention by ``F.scaled_dot_product_attention``) -> final LayerNorm.
+    attention by SDPA, or written out on CPU for narrow heads: see
+    :mod:`mmaddp.models.utils.attention`) -> final LayerNorm.
     Parameter names follow the released ADDP checkpoint, except that the
     release's ``tokenizer_norm`` is called ``pre_norm`` here.
 
@@ -163,8 +165,6 @@ class ADDPViT(BaseModule):
                       qkv_bias=True, attn_drop=attn_drop_rate, proj_drop=drop_rate,
                       drop_path=dpr[i], norm_layer=_layer_norm) for i in range(self.num_layers)
             ])
-            for block in self.blocks:
-                block.attn.fused_attn = True  # always F.scaled_dot_product_attention
         else:
             if out_type == 'cls_token':
                 raise ValueError("out_type='cls_token' needs with_cls_token=True")
@@ -305,6 +305,8 @@ class ADDPViT(BaseModule):
         if not self.with_cls_token:  # window blocks work on B x H x W x C maps
             x = x.reshape(x.shape[0], *grid, x.shape[-1])
         outs = []
+        if self.with_cls_token:
+            select_attention_kernel(self.blocks, x.device)
         for i, block in enumerate(self.blocks):
             if self.with_cp and self.training and x.requires_grad:
                 x = cp.checkpoint(block, x, use_reentrant=False)

@@ -20,6 +20,8 @@ from timm.layers import DropPath, Mlp
 from timm.models.vision_transformer_sam import (get_decomposed_rel_pos_bias,
                                                 window_partition, window_unpartition)
 
+from ..utils.attention import attention
+
 
 def _central_rel_pos(table: torch.Tensor, size: int) -> torch.Tensor:
     """The ``2 * size - 1`` entries of a ``(2 * W - 1) x C`` table whose
@@ -93,8 +95,7 @@ class RelPosAttention(nn.Module):
             bias = get_decomposed_rel_pos_bias(q.reshape(b * self.num_heads, n, -1), rel_h,
                                                rel_w, (h, w), (h, w))
             bias = bias.reshape(b, self.num_heads, n, n).to(q.dtype)
-        x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.)
+        x = attention(q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.)
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x)).reshape(b, h, w, c)
 

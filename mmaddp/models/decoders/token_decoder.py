@@ -10,6 +10,7 @@ from timm.models.vision_transformer import Block
 
 from mmaddp.registry import MODELS
 from ..token_predictors.token_predictor import MlmLayer
+from ..utils.attention import select_attention_kernel
 from ..utils.release_init import init_like_release
 
 
@@ -56,8 +57,6 @@ class TokenDecoder(BaseModule):
         self.decoder_blocks = nn.ModuleList(
             Block(embed_dims, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, attn_drop=drop_rate,
                   proj_drop=drop_rate, norm_layer=_layer_norm) for _ in range(depth))
-        for blk in self.decoder_blocks:
-            blk.attn.fused_attn = True
         self.decoder_norm = _layer_norm(embed_dims)
         self.mlm_layer = MlmLayer(embed_dims, embed_dims, vocab_size)
 
@@ -91,6 +90,7 @@ class TokenDecoder(BaseModule):
         extra = (self.token_emb(ids[keep]) +
                  self.decoder_pos_token_embed[0, 1:][keep[1]]).view(b, n, x.shape[-1])
         x = torch.cat([x, extra.to(x.dtype)], dim=1)
+        select_attention_kernel(self.decoder_blocks, x.device)
         for blk in self.decoder_blocks:
             x = blk(x)
         x = self.decoder_norm(x[:, 1:length + 1])

@@ -4,7 +4,7 @@ The transformer blocks are timm's; the token embedding, the class/mask id
 handling and the MLM layer tied to the word embeddings are MAGE-specific and
 exist in no installed package, so they are written here.
 """
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -15,7 +15,9 @@ from timm.models.vision_transformer import Block
 
 from mmaddp.registry import MODELS
 from mmaddp.utils import load_checkpoint_file, load_state_into
+from ..utils.attention import select_attention_kernel
 from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
+from ..utils.iterative_sampler import make_generators, sample_ids
 from ..utils.mask_ratio import TruncatedNormalMaskRatio
 from ..utils.release_init import init_like_release
 
@@ -85,7 +87,8 @@ class TokenPredictor(BaseModel):
     positions, timm blocks, LayerNorm, MLM layer with the word embeddings
     (detached, as in MAGE: the table learns through the inputs only).
     Key names follow ``mage-vit{b,l}-1600.pth``; ``checkpoint=PATH`` loads it.
-    Attention runs through ``F.scaled_dot_product_attention`` (timm blocks).
+    Attention: timm blocks, SDPA or their explicit path (see
+    :mod:`mmaddp.models.utils.attention`).
 
     Training (``mode='loss'``) is MAGE-style masked token modelling over the
     ids of a frozen ``tokenizer``: a mask ratio per image from the truncated
@@ -165,8 +168,6 @@ class TokenPredictor(BaseModel):
             Block(ddim, arch['decoder_num_heads'], **block) for _ in range(arch['decoder_depth']))
         self.decoder_norm = _layer_norm(ddim)
         self.mlm_layer = MlmLayer(ddim, dim, self.vocab_size)
-        for blk in [*self.blocks, *self.decoder_blocks]:
-            blk.attn.fused_attn = True
 
         self.label_smoothing = label_smoothing
         self.mask_ratio = TruncatedNormalMaskRatio(**(mask_ratio or {}))
@@ -253,6 +254,7 @@ class TokenPredictor(BaseModel):
         tokens = torch.where(mask, torch.full_like(ids, self.mask_id), ids)
         tokens = torch.cat([ids.new_full((b, 1), self.class_id), tokens], dim=1)
         x = self.token_emb(tokens)
+        select_attention_kernel([*self.blocks, *self.decoder_blocks], x.device)
         for blk in self.blocks:
             x = blk(x)
         x = self.decoder_embed(self.norm(x))
@@ -269,6 +271,37 @@ class TokenPredictor(BaseModel):
         """Ids B x L, mask B x L (bool) -> probabilities B x L x codebook_size
         (masked positions' ids are hidden from the model)."""
         return self.logits(ids, mask).float().softmax(dim=-1)
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, steps: int = 20, schedule: str = 'cosine',
+                 temperature: float = 6.0, temperature_decay: bool = True,
+                 top_p: Optional[float] = None, seed: Optional[int] = None,
+                 generator=None, seeds: Optional[Sequence[int]] = None,
+                 return_ids: bool = False) -> torch.Tensor:
+        """MAGE-style unconditional sampling from the predictor alone: the
+        same sampler as :meth:`ADDP.generate` (steps, schedule, temperature),
+        but each step reads the ids so far instead of pixels decoded from
+        them. The final ids are decoded by the predictor's ``tokenizer``.
+
+        Returns:
+            Tensor: images B x 3 x H x W in [0, 1], or ids B x L with
+            ``return_ids`` (then no tokenizer is needed).
+        """
+        if not return_ids and self.tokenizer is None:
+            raise RuntimeError('TokenPredictor.generate decodes with its `tokenizer`: configure '
+                               'one, or pass return_ids=True')
+        device = self.token_emb.word_embeddings.weight.device
+        generator = make_generators(num_samples, device, seed, generator, seeds)
+        was_training = self.training
+        self.eval()
+        ids = sample_ids(self.predict_probs, num_samples, self.num_tokens, steps, generator,
+                         device, schedule=schedule, temperature=temperature,
+                         temperature_decay=temperature_decay, top_p=top_p)
+        self.train(was_training)
+        if return_ids:
+            return ids
+        side = int(round(self.num_tokens**0.5))
+        return self.tokenizer.decode_ids(ids.view(num_samples, side, side)).float().clamp(0, 1)
 
     # ----------------------------------------------------------- training
     def forward(self, inputs: torch.Tensor, data_samples: Optional[List] = None,

@@ -158,12 +158,14 @@ class VectorQuantizer(nn.Module):
             self.register_buffer('usage', torch.ones(num_codes))
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """N x C vectors -> N ids of the nearest codes (computed in fp32)."""
-        flat = flat.float()
-        codes = self.embedding.weight.float()
-        dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t()
-                + codes.pow(2).sum(1)[None])
-        return dist.argmin(dim=1)
+        """N x C vectors -> N ids of the nearest codes (computed in fp32, also
+        under autocast)."""
+        with torch.autocast(flat.device.type, enabled=False):
+            flat = flat.float()
+            codes = self.embedding.weight.float()
+            dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t()
+                    + codes.pow(2).sum(1)[None])
+            return dist.argmin(dim=1)
 
     def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """B x C x h x w -> (quantized B x C x h x w, ids B x h x w)."""
@@ -171,7 +173,8 @@ class VectorQuantizer(nn.Module):
         flat = z.permute(0, 2, 3, 1).reshape(-1, c)
         ids = self.nearest(flat)
         if self.training:
-            self._update(flat.detach().float(), ids)
+            with torch.autocast(flat.device.type, enabled=False):  # EMA sums in fp32
+                self._update(flat.detach().float(), ids)
         quant = self.embedding(ids).view(b, h, w, c).permute(0, 3, 1, 2).to(z.dtype)
         return quant, ids.view(b, h, w)
 

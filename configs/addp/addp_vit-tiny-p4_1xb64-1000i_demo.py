@@ -3,34 +3,35 @@
 # configs/vq_tokenizer and configs/token_predictor. 2 CPU cores, about 10 minutes.
 _base_ = ['../_base_/datasets/demo_pretrain.py', '../_base_/demo_runtime.py']
 
-tokenizer_checkpoint = 'work_dirs/vq-tokenizer-tiny_1xb64-1200i_demo/iter_1200.pth'
-token_predictor_checkpoint = 'work_dirs/token-predictor-tiny_1xb64-1200i_demo/iter_1200.pth'
-num_codes, width = 128, 64
+tokenizer_checkpoint = 'work_dirs/vq-tokenizer-tiny-f4_1xb64-1000i_demo/iter_1000.pth'
+token_predictor_checkpoint = 'work_dirs/token-predictor-tiny_1xb64-800i_demo/iter_800.pth'
+num_codes, width = 512, 64
 model = dict(
     type='ADDP',
     backbone=dict(type='ADDPViT', arch=dict(embed_dims=width, num_layers=4, num_heads=4),
-                  img_size=32, patch_size=8, out_type='raw', pre_norm=True,
-                  drop_rate=0.1, attn_drop_rate=0.1),
+                  img_size=32, patch_size=4, out_type='raw', pre_norm=True,
+                  drop_rate=0.0, attn_drop_rate=0.0),  # dropout: 40 % of a CPU step
     neck=dict(type='TokenDecoder', in_channels=width, embed_dims=width, depth=2, num_heads=4,
-              num_tokens=16, vocab_size=num_codes + 2, drop_rate=0.1),
+              num_tokens=64, vocab_size=num_codes + 2, drop_rate=0.0),
     head=dict(type='DenoisingHead', label_smoothing=0.1),
-    tokenizer=dict(type='VQTokenizer', base_channels=16, channel_mults=(1, 2, 2, 4),
+    tokenizer=dict(type='VQTokenizer', base_channels=32, channel_mults=(1, 2, 4),
                    num_res_blocks=1, code_dim=32, num_codes=num_codes, norm_groups=8,
                    checkpoint=tokenizer_checkpoint),
     token_predictor=dict(
         type='TokenPredictor',
         arch=dict(embed_dims=128, depth=4, num_heads=4, decoder_embed_dims=128,
                   decoder_depth=2, decoder_num_heads=4),
-        codebook_size=num_codes, num_classes=1, class_id=num_codes, num_tokens=16,
+        codebook_size=num_codes, num_classes=1, class_id=num_codes, num_tokens=64,
         checkpoint=token_predictor_checkpoint))
 
 train_dataloader = dict(batch_size=64, num_workers=2)
 optim_wrapper = dict(
+    type='CPUBf16OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05,
                    fused=True),
     clip_grad=dict(max_norm=3.0),
     paramwise_cfg=dict(flat_decay_mult=0.0))
-max_iters = 2000
+max_iters = 1000
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=150),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=150, end=max_iters),

@@ -1,10 +1,10 @@
 # Mask R-CNN with the ViTDet recipe in miniature on the tiny ADDP ViT (width
-# 64, 4 blocks, 8 px patches) for the bundled digit scenes (128 px, 10
-# classes, 2,000 training scenes): window attention with relative positions in
-# most blocks and two global blocks, a simple feature pyramid from the stride-8
-# map (strides 4/8/16 + a pooled 32), LayerNorm in the conv heads, AdamW with
+# 64, 4 blocks, 4 px patches) for the bundled digit scenes (128 px read at
+# 64 px, 10 classes, 2,000 training scenes): window attention with relative
+# positions in most blocks and two global blocks, a simple feature pyramid
+# from the stride-4 map (strides 2/4/8 + a pooled 16), LayerNorm in the conv heads, AdamW with
 # layer decay, drop path. Made light for CPU: 2-fc box head, 32 RoIs per image
-# (2-4 digits each), 100 proposals. One CPU core, about 5 minutes.
+# (2-4 digits each), 100 proposals.
 # Bars: box AP50 >= 50, mask AP50 >= 40.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', '../_base_/datasets/demo_coco_instance.py',
@@ -13,17 +13,17 @@ _base_ = [
 default_scope = 'mmdet'
 custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
 
-# the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py);
+# the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p4_1xb64-1000i_demo.py);
 # set model.backbone.init_cfg=None to start from random weights
-pretrained = 'work_dirs/addp_vit-tiny-p8_1xb64-2000i_demo/iter_2000.pth'
+pretrained = 'work_dirs/addp_vit-tiny-p4_1xb64-1000i_demo/iter_1000.pth'
 width, channels, num_classes = 64, 64, 10
-strides = [4, 8, 16, 32]
+strides = [2, 4, 8, 16]
 norm_cfg = dict(type='LN2d', eps=1e-6, requires_grad=True)
 model = dict(
     data_preprocessor=dict(pad_size_divisor=32),
     backbone=dict(_delete_=True, type='ADDPViT',
-                  arch=dict(embed_dims=width, num_layers=4, num_heads=4), img_size=128,
-                  patch_size=8, out_type='featmap', out_indices=[-1], pre_norm=True,
+                  arch=dict(embed_dims=width, num_layers=4, num_heads=4), img_size=64,
+                  patch_size=4, out_type='featmap', out_indices=[-1], pre_norm=True,
                   with_cls_token=False, window_size=8, global_attn_indexes=(1, 3),
                   use_rel_pos=True, drop_path_rate=0.1,
                   token_input=None,  # pixel-vs-token: dict(tokenizer=...) reads code ids
@@ -52,10 +52,28 @@ model = dict(
                    rcnn=dict(sampler=dict(num=32))),
     test_cfg=dict(rpn=dict(nms_pre=400, max_per_img=100)))
 
-train_dataloader = dict(batch_size=8, sampler=dict(type='InfiniteSampler', shuffle=True),
+# the 128 px scenes at 64 px: 4 px patches give the 16 x 16 grid that 8 px
+# patches gave at 128 px (the pretraining patch is the tokenizer's 4x)
+img_scale = (64, 64)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline), batch_size=8, sampler=dict(type='InfiniteSampler', shuffle=True),
                         batch_sampler=None)
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='CPUBf16OptimWrapper',
     optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.1,
                    fused=True),
     constructor='BackboneLayerDecayOptimWrapperConstructor',

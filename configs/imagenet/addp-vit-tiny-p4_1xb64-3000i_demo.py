@@ -1,22 +1,18 @@
-# Fine-tuning the tiny ADDP ViT (width 64, 4 blocks, 8 px patches) on the
+# Fine-tuning the tiny ADDP ViT (width 64, 4 blocks, 4 px patches) on the
 # bundled 10-class digits (32 px, 30,000 training images): the ImageNet recipe
 # in miniature (AdamW, cosine, drop path, label smoothing; no flips or
 # RandAugment: digits do not survive them; small rotations, shears and resized
-# crops instead, the handwriting variation the 1,258 training scans lack).
-# On 2 idle cores with OMP_NUM_THREADS=1: 0.055 s per iteration, 7.8 minutes
-# (the per-image augmentation in the data workers made it 0.084 s).
-# Bar: top-1 >= 90 % (92.4 in that run; 90.4 and 90.8 in two demo runs, whose ADDP
-# checkpoints differ from that run's by float rounding only).
+# crops instead). Bar: top-1 >= 90 %. Measurements: docs/demo_schedules.md.
 _base_ = ['../_base_/datasets/demo_imagenet.py', '../_base_/demo_runtime.py']
 
-# the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p8_1xb64-2000i_demo.py);
+# the tiny ADDP checkpoint (configs/addp/addp_vit-tiny-p4_1xb64-1000i_demo.py);
 # set model.backbone.init_cfg=None to start from random weights
-pretrained = 'work_dirs/addp_vit-tiny-p8_1xb64-2000i_demo/iter_2000.pth'
+pretrained = 'work_dirs/addp_vit-tiny-p4_1xb64-1000i_demo/iter_1000.pth'
 width, img_size = 64, 32
 model = dict(
     type='ImageClassifier',
     backbone=dict(type='ADDPViT', arch=dict(embed_dims=width, num_layers=4, num_heads=4),
-                  img_size=img_size, patch_size=8, out_type='avg_featmap', pre_norm=True,
+                  img_size=img_size, patch_size=4, out_type='avg_featmap', pre_norm=True,
                   final_norm=False, drop_path_rate=0.1,
                   token_input=None,  # pixel-vs-token: dict(tokenizer=...) reads code ids
                   init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
@@ -58,6 +54,7 @@ val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(
+    type='CPUBf16OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.05,
                    fused=True),
     constructor='LearningRateDecayOptimWrapperConstructor',
@@ -68,7 +65,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(layer_decay_rate=1.0, flat_decay_mult=0.0,
                        custom_keys={'.cls_token': dict(decay_mult=0.0),
                                     '.pos_embed': dict(decay_mult=0.0)}))
-max_iters = 8000
+max_iters = 3000
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=100, end=max_iters),

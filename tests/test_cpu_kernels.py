@@ -1,0 +1,100 @@
+"""Precision and kernels chosen from what the CPU reports: bf16 autocast
+(CPUBf16OptimWrapper, tools/train.py --amp) and the attention path."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.optim import OptimWrapper
+
+import mmaddp.engine.optimizers.cpu_bf16_optim_wrapper as wrapper_mod
+import mmaddp.models.utils.attention as attention_mod
+from mmaddp.engine.optimizers import CPUBf16OptimWrapper, cpu_has_fast_bf16
+
+
+def _wrapper(enabled='auto'):
+    model = torch.nn.Linear(8, 4)
+    return model, CPUBf16OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1),
+                                      enabled=enabled)
+
+
+def test_bf16_autocast_follows_the_cpu_flags(monkeypatch):
+    x = torch.randn(2, 8)
+    monkeypatch.setattr(wrapper_mod, 'cpu_flags', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
+    model, wrapper = _wrapper()
+    assert wrapper.bf16_enabled
+    with wrapper.optim_context(model):
+        assert model(x).dtype == torch.bfloat16
+    loss = model(x).sum()  # outside the context: fp32
+    assert loss.dtype == torch.float32
+    wrapper.update_params(loss)  # a plain OptimWrapper step, no loss scaler
+    assert isinstance(wrapper, OptimWrapper)
+
+    monkeypatch.setattr(wrapper_mod, 'cpu_flags', lambda: {'avx2', 'avx512f'})
+    model, wrapper = _wrapper()
+    assert not wrapper.bf16_enabled
+    with wrapper.optim_context(model):
+        assert model(x).dtype == torch.float32
+    with pytest.raises(RuntimeError, match='avx512_bf16'):
+        _wrapper(enabled=True)
+    with pytest.raises(ValueError, match='enabled'):
+        _wrapper(enabled='yes')
+
+
+def test_the_flags_come_from_proc_cpuinfo():
+    flags = wrapper_mod.cpu_flags()
+    with open('/proc/cpuinfo') as f:
+        line = next(line for line in f if line.startswith(('flags', 'Features')))
+    assert flags == set(line.split(':', 1)[1].split())
+    assert cpu_has_fast_bf16() == bool(flags & {'avx512_bf16', 'amx_bf16'})
+
+
+def test_train_amp_on_cpu(monkeypatch):
+    import importlib.util
+    import os.path as osp
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location('train_tool', osp.join(ROOT, 'tools', 'train.py'))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', dtype='bfloat16',
+                                         optimizer=dict(type='AdamW', lr=1e-3))))
+    monkeypatch.setattr(train, 'cpu_has_fast_bf16', lambda: True)
+    train.select_amp_wrapper(cfg)
+    assert cfg.optim_wrapper.type == 'CPUBf16OptimWrapper' and cfg.optim_wrapper.enabled is True
+    assert 'dtype' not in cfg.optim_wrapper
+    monkeypatch.setattr(train, 'cpu_has_fast_bf16', lambda: False)
+    with pytest.raises(RuntimeError, match='avx512_bf16 or amx_bf16'):
+        train.select_amp_wrapper(Config(dict(optim_wrapper=dict(type='OptimWrapper'))))
+
+
+@pytest.mark.parametrize('head_dim', [16, 32, 64])
+def test_explicit_attention_equals_sdpa(head_dim):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, head_dim, generator=g) for _ in range(3))
+    mask = torch.randn(2, 3, 17, 17, generator=g)
+    expect = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(attention_mod.attention(q, k, v, attn_mask=mask), expect,
+                               atol=1e-5, rtol=1e-5)
+    # narrow heads on CPU take the explicit path, ViT-B's 64 keep SDPA
+    assert attention_mod.use_explicit_attention(q.device, head_dim) == (head_dim < 64)
+    assert not attention_mod.use_explicit_attention(torch.device('cuda'), 16)
+
+
+def test_backbone_output_does_not_depend_on_the_kernel():
+    from mmengine.registry import init_default_scope
+    from mmaddp.registry import MODELS
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    vit = MODELS.build(dict(type='ADDPViT', arch='nano', img_size=32, patch_size=4,
+                            out_type='raw')).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        explicit = vit(x)[-1]
+        assert not vit.blocks[0].attn.fused_attn  # 16-wide heads on CPU
+        attention_mod.MIN_CPU_SDPA_HEAD_DIM, old = 0, attention_mod.MIN_CPU_SDPA_HEAD_DIM
+        try:
+            fused = vit(x)[-1]
+            assert vit.blocks[0].attn.fused_attn
+        finally:
+            attention_mod.MIN_CPU_SDPA_HEAD_DIM = old
+    torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
