@@ -28,6 +28,7 @@ def token_cfg(tmp_path, tiny_cls_root):
     path = str(tmp_path / 'tokenizer.pth')
     torch.save(dict(state_dict=tok.state_dict()), path)
     cfg = Config.fromfile(CLS_CFG)
+    cfg.model.backbone.patch_size = 8  # this tokenizer downsamples 8x
     cfg.model.backbone.token_input = dict(tokenizer=dict(TOKENIZER, checkpoint=path))
     cfg.merge_from_dict({
         'model.backbone.init_cfg': None, 'model.head.num_classes': 2,

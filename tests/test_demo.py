@@ -91,7 +91,7 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
                 'det_random/bbox_AP50', 'det_random/segm_AP50', 'seg/mIoU', 'seg_random/mIoU',
                 'cls_token/top1', 'det_token/bbox_AP50', 'det_token/segm_AP50', 'seg_token/mIoU'}
     expected |= {f'generation/{images}/{key}'
-                 for images in ('addp', 'predictor', 'recon', 'start', 'noise')
+                 for images in ('addp', 'predictor', 'recon', 'start', 'noise', 'real')
                  for key in ('fid', 'inception_score', 'confident_share')}
     assert expected <= set(record['metrics'])
     assert all(math.isfinite(v) for v in record['metrics'].values())
@@ -175,6 +175,8 @@ def test_stages_start_after_what_they_need(tmp_path, monkeypatch, jobs):
     assert run_demo.DEPENDS['seg_random'] == ('data', )
     if jobs > 1:
         assert log['cls_random'][0] < log['addp'][1]
+    start, end = log['tokenizer']  # EXCLUSIVE: runs alone, with every core
+    assert all(e <= start or s >= end for n, (s, e) in log.items() if n != 'tokenizer')
     # a second run reuses every finished stage
     log.clear()
     run_demo.Demo(str(tmp_path / 'work'), str(tmp_path / 'data'), 'quick', jobs=jobs).run()

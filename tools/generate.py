@@ -230,7 +230,7 @@ def main(argv=None):
     if rank == 0:
         print()
         grid = write_grid(args.out, args.num_samples, args.grid_size, args.nrow)
-        print(f'{args.num_samples} {args.sampler} samples ({world_size} process(es), '
+        print(f'{args.num_samples} samples ({world_size} process(es), sampler {args.sampler}, '
               f'seed {args.seed}, '
               f'{args.steps} {args.schedule} steps) in {args.out}; grid: {grid}')
     barrier()

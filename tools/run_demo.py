@@ -32,6 +32,7 @@ import os
 import os.path as osp
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -90,6 +91,10 @@ PRIORITY = ('data', 'tokenizer', 'token_predictor', 'addp', 'cls', 'generation',
             'seg', 'det', 'cls_few', 'probe', 'cls_token_ids', 'cls_token', 'det_token',
             'seg_token', 'cls_random', 'seg_random', 'det_random', 'cls_few_random',
             'probe_random')
+#: stages that run alone with every core: the tokenizer heads the critical
+#: path and its convolutions gain ~1.7x from a second thread (0.75 -> 0.42 s
+#: per iteration), more than what the second core would do meanwhile
+EXCLUSIVE = ('tokenizer', )
 #: the bars of the issues (metric key in metrics.json, minimum)
 BARS = {'cls/top1': 90.0, 'seg/mIoU': 50.0, 'det/bbox_AP50': 50.0, 'det/segm_AP50': 40.0}
 #: the targets of issue 19 (key, comparison, reference key or number, margin)
@@ -118,6 +123,7 @@ class Demo:
         threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
         self.job_env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         self.records = {}
+        self.local = threading.local()  # per worker thread: its stage's env
         os.makedirs(self.work, exist_ok=True)
         self.start = time.time()
 
@@ -155,7 +161,8 @@ class Demo:
 
     @property
     def env(self):
-        return self.job_env if self.jobs > 1 else None
+        """The thread settings of the stage running in this thread."""
+        return getattr(self.local, 'env', self.job_env if self.jobs > 1 else None)
 
     # ---------------------------------------------------------------- graph
     def stage_fns(self) -> dict:
@@ -184,12 +191,15 @@ class Demo:
         try:
             while pending or running:
                 for name in list(pending):
-                    if len(running) >= self.jobs:
+                    if len(running) >= self.jobs or any(running[f] in EXCLUSIVE
+                                                        for f in running):
                         break
-                    if all(d in self.records for d in DEPENDS[name]):
-                        pending.remove(name)
-                        running[pool.submit(run_stage, self.work, name, fns[name],
-                                            self.log)] = name
+                    if not all(d in self.records for d in DEPENDS[name]):
+                        continue
+                    if name in EXCLUSIVE and running:
+                        break  # wait until the others finish, then run it alone
+                    pending.remove(name)
+                    running[pool.submit(self.run_one, name, fns[name])] = name
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     self.records[running.pop(future)] = future.result()
@@ -199,6 +209,11 @@ class Demo:
         pool.shutdown()
         if set(PRIORITY) <= set(self.records):
             self.report()
+
+    def run_one(self, name, fn):
+        """One stage; an EXCLUSIVE one gets every core's thread."""
+        self.local.env = (None if name in EXCLUSIVE or self.jobs == 1 else self.job_env)
+        return run_stage(self.work, name, fn, self.log)
 
     # --------------------------------------------------------------- stages
     def make_data(self, stage_dir):
@@ -260,7 +275,9 @@ class Demo:
         gen, cls = self.result('generation'), self.result('cls')
         ref = osp.join(self.data, 'imagenet', 'val')
         results = {}
-        for name, folder in gen['folders'].items():
+        # the val images themselves: FID 0 by definition, but their share with
+        # p >= 0.9 is the ceiling of the samples' share under this classifier
+        for name, folder in dict(gen['folders'], real=ref).items():
             out = osp.join(stage_dir, f'{name}.json')
             self.tool(['tools/eval_fid.py', folder, ref, '--feature-config', cls['config'],
                        '--feature-checkpoint', cls['checkpoint'], '--out', out], stage_dir)
@@ -361,7 +378,7 @@ class Demo:
              'token_predictor/accuracy': r('token_predictor')['accuracy'],
              'token_predictor/majority_baseline': r('token_predictor')['majority_baseline'],
              'addp/loss_first': r('addp')['loss_first'], 'addp/loss_last': r('addp')['loss_last']}
-        for name in ('addp', 'predictor', 'recon', 'start', 'noise'):
+        for name in ('addp', 'predictor', 'recon', 'start', 'noise', 'real'):
             for key, value in ev[name].items():
                 m[f'generation/{name}/{key}'] = value
         for name in ('probe', 'probe_random'):
@@ -520,7 +537,8 @@ def render_report(mode, m, bars, targets, seconds, reused, figures, wall, flags)
     for name, label in (('addp', 'ADDP samples'),
                         ('predictor', 'token predictor alone, MAGE-style (same steps, seeds)'),
                         ('recon', 'tokenizer reconstructions of the val images (ceiling)'),
-                        ('start', 'start image repeated'), ('noise', 'uniform noise')):
+                        ('start', 'start image repeated'), ('noise', 'uniform noise'),
+                        ('real', 'the val images themselves')):
         lines.append(f'| {label} | {m[g + name + "/fid"]:.2f} | '
                      f'{m[g + name + "/inception_score"]:.2f} | '
                      f'{m[g + name + "/confident_share"]:.1f} |')

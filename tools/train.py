@@ -65,6 +65,7 @@ def select_amp_wrapper(cfg) -> None:
     cfg.optim_wrapper.pop('loss_scale', None)
     cfg.optim_wrapper.pop('dtype', None)
     cfg.optim_wrapper['enabled'] = True
+    print('--amp: CPUBf16OptimWrapper (bf16 autocast on this CPU)', flush=True)
 
 
 def main():

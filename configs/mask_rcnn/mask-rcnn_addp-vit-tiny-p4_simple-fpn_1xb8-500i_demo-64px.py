@@ -73,7 +73,7 @@ test_dataloader = val_dataloader
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline), batch_size=8, sampler=dict(type='InfiniteSampler', shuffle=True),
                         batch_sampler=None)
 optim_wrapper = dict(
-    type='CPUBf16OptimWrapper',
+    type='OptimWrapper',  # fp32: mmcv's CPU NMS (RPN proposals) refuses bf16 boxes
     optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.1,
                    fused=True),
     constructor='BackboneLayerDecayOptimWrapperConstructor',

@@ -1,6 +1,6 @@
 # A tiny MAGE-style token predictor trained from scratch on the ids of the
-# tiny tokenizer (configs/vq_tokenizer/vq-tokenizer-tiny-f4_1xb64-1000i_demo.py).
-# About 5 minutes on 2 CPU cores.
+# tiny tokenizer (configs/vq_tokenizer/vq-tokenizer-tiny-f4_1xb64-1000i_demo.py),
+# 64 ids per image over 512 codes.
 _base_ = ['../_base_/datasets/demo_pretrain.py', '../_base_/demo_runtime.py']
 
 # the trained tiny tokenizer (runner checkpoint or exported file)

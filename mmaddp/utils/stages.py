@@ -78,7 +78,7 @@ def run_tool(args: List[str], log_file: str, env: Optional[dict] = None,
     ``log_file`` and passing MMEngine's iteration log lines and ``PROGRESS``
     lines to ``echo``; the process gets ``MALLOC_ENV`` (unless the shell
     sets it) and ``env``. Raise with the log's tail when it fails."""
-    env = dict(MALLOC_ENV, **os.environ, **(env or {}))
+    env = {**MALLOC_ENV, **os.environ, **(env or {})}
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
     env.setdefault('PYTHONUNBUFFERED', '1')
     with open(log_file, 'a') as f:

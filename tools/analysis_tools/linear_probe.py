@@ -22,13 +22,14 @@ import sys
 
 import numpy as np
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import mmaddp  # noqa: E402,F401
 from mmaddp.registry import MODELS  # noqa: E402
+from mmaddp.utils.config import merge_cfg_options_strict  # noqa: E402
 
 
 def parse_args():
@@ -44,6 +45,8 @@ def parse_args():
                         'pooled: the class token and the mean patch token')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random init')
     parser.add_argument('--out', help='write the result as JSON here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config (key=value; unknown keys refused)')
     args = parser.parse_args()
     if (args.checkpoint is None) == (not args.random):
         parser.error('give a CHECKPOINT or --random (one of them)')
@@ -83,7 +86,9 @@ def extract(cfg: Config, encoder, split: str, per_class=None, features='tokens')
                 picked.append(i)
         loader_cfg['dataset'] = dict(loader_cfg['dataset'], indices=picked)
     loader = Runner.build_dataloader(loader_cfg)
-    preprocessor = MODELS.build(cfg.model.get('data_preprocessor', cfg.get('data_preprocessor')))
+    preprocessor = dict(cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {})
+    preprocessor.setdefault('type', 'ClsDataPreprocessor')  # ImageClassifier's default
+    preprocessor = MODELS.build(preprocessor)
     feats, labels = [], []
     for batch in loader:
         data = preprocessor(batch, False)
@@ -100,6 +105,8 @@ def main():
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        merge_cfg_options_strict(cfg, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     encoder = build_encoder(cfg, args.checkpoint, args.seed)
     x_train, y_train = extract(cfg, encoder, 'train', args.train_per_class, args.features)

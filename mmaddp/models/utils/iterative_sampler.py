@@ -34,7 +34,7 @@ def make_generators(num_samples: int, device, seed: Optional[int] = None,
     its own generator does not depend on its batch mates."""
     if seeds is not None:
         if len(seeds) != num_samples:
-            raise ValueError(f'got {len(seeds)} seeds for {num_samples} samples')
+            raise ValueError(f'got {len(seeds)} seeds / generators for {num_samples} samples')
         return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     if generator is None:
         generator = torch.Generator(device=device)
