@@ -39,13 +39,16 @@ STAGES = ('cls', 'cls_token', 'cls_token_ids', 'det', 'det_token', 'seg', 'seg_t
 
 
 def render(table, demo: Demo, wall: float) -> str:
+    from mmaddp.engine.optimizers import cpu_flags
+    flags = ', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'})) or 'none'
     lines = ['# Pixel versus token input', '',
              'The same tiny ADDP checkpoint, fine-tuned with the same schedule, the encoder '
              'reading pixels or the frozen tokenizer\'s code ids (one id per 4 px patch, a '
              'learned embedding per code; position embeddings and blocks from the checkpoint).',
              '', f'Command: `python benchmarks/pixel_vs_token.py --work-dir {demo.work}'
              f'{" --quick" if demo.mode == "quick" else ""}`  ', f'Mode: {demo.mode}; '
-             f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, '
+             f'{platform.processor() or platform.machine()} (CPU flags: {flags}), '
+             f'{torch.get_num_threads()} threads, '
              f'torch {torch.__version__}; {wall / 60:.1f} min (finished stages reused).', '',
              '| task | metric | pixels | tokens | config |', '|---|---|---|---|---|']
     for task, (pixel, token) in table.items():

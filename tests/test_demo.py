@@ -208,7 +208,7 @@ def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(tmp_p
 
     show = ['-c', 'import os; print("ENV", os.environ.get("MALLOC_MMAP_THRESHOLD_"), '
             'os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"))']
-    for key in MALLOC_ENV:
+    for key in (*MALLOC_ENV, 'OMP_NUM_THREADS'):
         monkeypatch.delenv(key, raising=False)
     log = tmp_path / 'a.log'
     run_tool(show, str(log), env=dict(OMP_NUM_THREADS='1'))
