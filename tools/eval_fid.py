@@ -4,7 +4,7 @@
     python tools/eval_fid.py samples/ data/imagenet/val \
         --weights pretrain/weights-inception-2015-12-05-6726825d.pth
     # an mmpretrain classifier as feature net (e.g. the tiny demo classifier)
-    python tools/eval_fid.py samples/ data/demo/pretrain/val \
+    python tools/eval_fid.py samples/ data/demo/imagenet/val \
         --feature-config CLS_CONFIG --feature-checkpoint CLS_CKPT
 
 Both folders are searched recursively for PNG / JPEG files; the samples'
