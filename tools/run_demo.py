@@ -484,7 +484,6 @@ def check_targets(m: dict, counts: dict) -> list:
 def plot_side_by_side(val_root: str, folders: dict, path: str, per_row: int = 16) -> None:
     """One figure, four rows of images: real val images, their tokenizer
     reconstructions, ADDP samples, predictor-only samples."""
-    import numpy as np
     from PIL import Image, ImageDraw
     from mmaddp.evaluation.generation_metrics import list_image_files
     real = list_image_files(val_root)
@@ -507,7 +506,6 @@ def plot_side_by_side(val_root: str, folders: dict, path: str, per_row: int = 16
             img = Image.open(f).convert('RGB').resize((size, size), Image.NEAREST)
             canvas.paste(img, (label_w + c * (size + pad), y))
     canvas.save(path)
-    del np
 
 
 def render_report(mode, m, bars, targets, seconds, reused, figures, wall, flags) -> str:
