@@ -1,13 +1,20 @@
-# mmaddp: `make setup` builds .venv (idempotent), `make test` runs the tests,
+# mmaddp: `make setup` builds .venv (idempotent), `make test` runs the linters and the tests,
 # `make demo` runs ADDP end to end on the bundled data (both set up first when needed).
 PY := .venv/bin/python
 
-.PHONY: setup test data demo
+.PHONY: setup lint test data demo
 
 setup:
 	bash tools/setup_env.sh
 
-test: setup
+# flake8 + isort + yapf, configured in setup.cfg (OpenMMLab's pre-commit set)
+LINT_PATHS := mmaddp tools tests benchmarks configs setup.py
+lint: setup
+	$(PY) -m flake8 $(LINT_PATHS)
+	$(PY) -m isort --check-only $(LINT_PATHS)
+	$(PY) -m yapf --diff --recursive $(LINT_PATHS)
+
+test: lint
 	$(PY) -m pytest tests -q
 
 # the bundled demo data (ImageNet / COCO / ADE20K layouts) in data/demo

@@ -19,6 +19,7 @@ def main():
     parser.add_argument('--out', default=osp.join(HERE, 'results', 'autocast.md'))
     args = parser.parse_args()
     import torch
+
     import mmaddp  # noqa: F401
     from mmaddp.models import TokenPredictor, VQTokenizer
     torch.manual_seed(0)
@@ -29,8 +30,8 @@ def main():
     mask = torch.rand(args.batch, 256, device=dev) < 0.6
 
     def run(dtype):
-        with torch.no_grad(), torch.autocast(dev, dtype=dtype or torch.float32,
-                                             enabled=dtype is not None):
+        with torch.no_grad(), torch.autocast(
+                dev, dtype=dtype or torch.float32, enabled=dtype is not None):
             for _ in range(2):  # warm-up, then timed
                 if dev == 'cuda':
                     torch.cuda.synchronize()
@@ -45,10 +46,12 @@ def main():
 
     ref_ids, ref_rec, ref_probs, ref_t = run(None)
     name = torch.cuda.get_device_name(0) if dev == 'cuda' else 'CPU'
-    lines = [f'\n## {name}, torch {torch.__version__}, batch {args.batch} at 256 px\n',
-             '| precision | ids equal to fp32 | max abs prob diff | max abs pixel diff | '
-             'encode+decode+predict (s) |', '|---|---|---|---|---|',
-             f'| fp32 | 100.0 % | 0 | 0 | {ref_t:.3f} |']
+    lines = [
+        f'\n## {name}, torch {torch.__version__}, batch {args.batch} at 256 px\n',
+        '| precision | ids equal to fp32 | max abs prob diff | max abs pixel diff | '
+        'encode+decode+predict (s) |', '|---|---|---|---|---|',
+        f'| fp32 | 100.0 % | 0 | 0 | {ref_t:.3f} |'
+    ]
     for dtype in (torch.float16, torch.bfloat16):
         ids, rec, probs, t = run(dtype)
         lines.append(f'| {str(dtype).split(".")[-1]} autocast | '

@@ -8,9 +8,9 @@
   ``F.scaled_dot_product_attention``, the start image (decode of the fully
   masked prediction) computed once and cached, all samples in one batch, bf16
   autocast for encoder + decoder on CUDA.
-* ``straightforward``: the same sampling loop written out here, batched the
-  same way, but with attention written out by hand (q k^T / sqrt(d), softmax,
-  @ v) in fp32 in encoder, decoder and token predictor, the start image
+* ``straightforward``: the same sampler, batched the same way, around a plain
+  model step: attention written out by hand (q k^T / sqrt(d), softmax, @ v)
+  in fp32 in encoder, decoder and token predictor, the start image
   recomputed (token predictor + VQGAN decode) on every call, no autocast.
 
 Weights are random at the released sizes (VQGAN tokenizer, MAGE-B token
@@ -21,7 +21,6 @@ Results are appended to ``benchmarks/results/generate.md``.
 """
 import argparse
 import json
-import math
 import os
 import os.path as osp
 import resource
@@ -30,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
@@ -38,88 +38,84 @@ SEED = 0
 
 def build_model(device):
     import torch
+
     import mmaddp  # noqa: F401
     from mmaddp.registry import MODELS
     torch.manual_seed(0)
-    model = MODELS.build(dict(
-        type='ADDP',
-        backbone=dict(type='ADDPViT', arch='b', img_size=256, patch_size=16, out_type='raw',
-                      pre_norm=True, drop_rate=0.1, attn_drop_rate=0.1),
-        neck=dict(type='TokenDecoder', in_channels=768, embed_dims=768, depth=8, num_heads=16,
-                  mlp_ratio=4.0, num_tokens=256, vocab_size=2025, drop_rate=0.1),
-        head=dict(type='DenoisingHead', label_smoothing=0.1),
-        tokenizer=dict(type='VQTokenizer'),
-        token_predictor=dict(type='TokenPredictor', arch='b')))
+    model = MODELS.build(
+        dict(
+            type='ADDP',
+            backbone=dict(
+                type='ADDPViT',
+                arch='b',
+                img_size=256,
+                patch_size=16,
+                out_type='raw',
+                pre_norm=True,
+                drop_rate=0.1,
+                attn_drop_rate=0.1),
+            neck=dict(
+                type='TokenDecoder',
+                in_channels=768,
+                embed_dims=768,
+                depth=8,
+                num_heads=16,
+                mlp_ratio=4.0,
+                num_tokens=256,
+                vocab_size=2025,
+                drop_rate=0.1),
+            head=dict(type='DenoisingHead', label_smoothing=0.1),
+            tokenizer=dict(type='VQTokenizer'),
+            token_predictor=dict(type='TokenPredictor', arch='b')))
     model.init_weights()
     return model.to(device).eval()
 
 
-def use_plain_attention(model):
-    """Switch every timm attention block to its written-out fp32 path."""
-    blocks = [*model.backbone.blocks, *model.neck.decoder_blocks, *model.token_predictor.blocks,
-              *model.token_predictor.decoder_blocks]
-    for blk in blocks:
-        assert hasattr(blk.attn, 'fused_attn'), 'expected timm attention blocks'
-        blk.attn.fused_attn = False  # q * d^-0.5 @ k^T, softmax, @ v
-
-
-def straightforward_generate(model, num_samples, steps, seed, temperature=6.0):
-    """The cosine-schedule sampler of the spec, written plainly: start image
-    recomputed every call, fp32 throughout. Draws random numbers in the same
-    order as ``ADDP.generate`` so equal seeds give equal samples."""
+def straightforward_generate(model, num_samples, steps, seed):
+    """The same sampler (:func:`mmaddp.models.diffusion.sample_ids`, so the
+    same random draws for the same seed) around a plain model step: the start
+    image recomputed on every call, fp32 throughout, no autocast."""
     import torch
+
+    from mmaddp.models.diffusion import (eval_mode, fully_masked_pixels, make_generators,
+                                         mix_code_vectors, sample_ids)
     device = model.pixel_mean.device
     tok, pred = model.tokenizer, model.token_predictor
     length, codes = model.neck.num_tokens, model.num_codes
     side = int(round(length**0.5))
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    with torch.no_grad():
-        # start image: the predictor's guess with every position hidden, decoded
-        hidden = torch.ones(1, length, dtype=torch.bool, device=device)
-        start_probs = pred.predict_probs(torch.zeros(1, length, dtype=torch.long, device=device),
-                                         hidden)
-        start = tok.decode(tok.soft_embed(start_probs.view(1, side, side, codes))).clamp(0, 1)
-        pixels = start.expand(num_samples, -1, -1, -1)
-        ids = torch.zeros(num_samples, length, dtype=torch.long, device=device)
-        masked = torch.ones(num_samples, length, dtype=torch.bool, device=device)
-        for step in range(steps):
-            logits = model.decode_logits(pixels, ids, masked)[..., :codes]
-            probs = logits.softmax(-1)
-            drawn = torch.multinomial(probs.reshape(-1, codes), 1, generator=gen)
-            drawn = torch.where(masked, drawn.view(num_samples, length), ids)
-            s = (step + 1) / steps
-            if step == steps - 1:
-                n_keep = 0
-            else:
-                n_keep = math.ceil(length * math.cos(math.pi / 2 * s))
-                n_keep = max(1, min(n_keep, int(masked[0].sum()) - 1))
-            u = torch.rand(num_samples, length, generator=gen, device=device)
-            gumbel = -torch.log((-torch.log(u.clamp(1e-20, 1.0))).clamp_min(1e-20))
-            score = torch.log(probs.gather(-1, drawn[..., None]).squeeze(-1).clamp_min(1e-30))
-            score = score + temperature * (1 - s) * gumbel
-            score[~masked] = float('inf')  # revealed positions stay revealed
-            masked = torch.zeros_like(masked)
-            if n_keep > 0:
-                masked.scatter_(1, score.topk(n_keep, dim=1, largest=False).indices, True)
-            ids = drawn.masked_fill(masked, 0)
-            vectors = tok.embed(ids.view(num_samples, side, side))
-            if n_keep > 0:
-                soft = tok.soft_embed(probs.view(num_samples, side, side, codes))
-                vectors = torch.where(masked.view(num_samples, 1, side, side), soft, vectors)
-            pixels = tok.decode(vectors).clamp(0, 1)
-    return pixels, ids
+    state = dict(
+        pixels=fully_masked_pixels(tok, pred, length, device).expand(num_samples, -1, -1, -1))
+
+    def predict(ids, masked):
+        return model.decode_logits(state['pixels'], ids, masked)[..., :codes].softmax(-1)
+
+    def decode(ids, masked, probs):
+        vectors = tok.embed(ids.view(num_samples, side, side))
+        if masked.any():
+            vectors = mix_code_vectors(tok, vectors, masked, probs)
+        state['pixels'] = tok.decode(vectors).clamp(0, 1)
+
+    with torch.no_grad(), eval_mode(model):
+        ids = sample_ids(
+            predict,
+            num_samples,
+            length,
+            steps,
+            make_generators(num_samples, device, seed),
+            device,
+            on_step=decode)
+    return state['pixels'], ids
 
 
 def run_variant(variant, device, batch, steps, repeats, warmup, dump):
     import torch
     model = build_model(device)
     if variant == 'straightforward':
-        use_plain_attention(model)
 
         def sample():
             return straightforward_generate(model, batch, steps, SEED)
     else:
+
         def sample():
             images, trace = model.generate(batch, steps=steps, seed=SEED, return_trace=True)
             return images, trace[-1]['ids']
@@ -143,13 +139,22 @@ def run_variant(variant, device, batch, steps, repeats, warmup, dump):
         times.append(time.perf_counter() - start)
         first = first or out
     torch.save(dict(images=first[0].float().cpu(), ids=first[1].cpu()), dump)
-    peak = (torch.cuda.max_memory_allocated() / 2**30 if device == 'cuda' else
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    peak = (
+        torch.cuda.max_memory_allocated() /
+        2**30 if device == 'cuda' else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     per_batch = sum(times) / len(times)
-    return dict(variant=variant, device=device, batch=batch, steps=steps, repeats=repeats,
-                warmup=warmup, s_per_batch=per_batch, s_min=min(times),
-                images_per_s=batch / per_batch, peak_gib=peak,
-                amp=variant == 'optimized' and device == 'cuda')
+    return dict(
+        variant=variant,
+        device=device,
+        batch=batch,
+        steps=steps,
+        repeats=repeats,
+        warmup=warmup,
+        s_per_batch=per_batch,
+        s_min=min(times),
+        images_per_s=batch / per_batch,
+        peak_gib=peak,
+        amp=variant == 'optimized' and device == 'cuda')
 
 
 def machine(device):
@@ -169,13 +174,19 @@ def machine(device):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda if present)')
-    parser.add_argument('--batch-size', type=int, default=None,
-                        help='samples per generate call (default: 2 on CPU, 64 on CUDA)')
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        default=None,
+        help='samples per generate call (default: 2 on CPU, 64 on CUDA)')
     parser.add_argument('--steps', type=int, default=20, help='sampling steps (default: 20)')
-    parser.add_argument('--repeats', type=int, default=None,
-                        help='timed calls (default: 1 on CPU, 5 on CUDA)')
-    parser.add_argument('--warmup', type=int, default=None,
-                        help='untimed calls first (default: 1 on CPU, 2 on CUDA; 0 allowed)')
+    parser.add_argument(
+        '--repeats', type=int, default=None, help='timed calls (default: 1 on CPU, 5 on CUDA)')
+    parser.add_argument(
+        '--warmup',
+        type=int,
+        default=None,
+        help='untimed calls first (default: 1 on CPU, 2 on CUDA; 0 allowed)')
     parser.add_argument('--variant', help=argparse.SUPPRESS)
     parser.add_argument('--dump', help=argparse.SUPPRESS)
     parser.add_argument('--out', default=osp.join(HERE, 'results', 'generate.md'))
@@ -186,16 +197,24 @@ def main():
     repeats = args.repeats or (5 if device == 'cuda' else 1)
     warmup = args.warmup if args.warmup is not None else (2 if device == 'cuda' else 1)
     if args.variant:  # child process: one variant, JSON on the last line
-        print(json.dumps(run_variant(args.variant, device, batch, args.steps, repeats, warmup,
-                                     args.dump)))
+        from mmaddp.models.layers import explicit_attention
+        plain = explicit_attention() if args.variant == 'straightforward' else nullcontext()
+        with plain:  # written-out attention in every block: the release's way
+            result = run_variant(args.variant, device, batch, args.steps, repeats, warmup,
+                                 args.dump)
+        print(json.dumps(result))
         return
     rows, dumps = [], {}
     tmp = tempfile.mkdtemp(prefix='addp_generate_')
     for variant in ('straightforward', 'optimized'):
         dumps[variant] = osp.join(tmp, variant + '.pt')
-        cmd = [sys.executable, __file__, '--device', device, '--batch-size', str(batch),
-               '--steps', str(args.steps), '--repeats', str(repeats), '--warmup', str(warmup),
-               '--variant', variant, '--dump', dumps[variant]]
+        cmd = [
+            sys.executable, __file__, '--device', device, '--batch-size',
+            str(batch), '--steps',
+            str(args.steps), '--repeats',
+            str(repeats), '--warmup',
+            str(warmup), '--variant', variant, '--dump', dumps[variant]
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)

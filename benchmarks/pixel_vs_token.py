@@ -21,18 +21,18 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 
-from run_demo import CONFIGS, Demo  # noqa: E402
+from demo.stages import tools_stopped_on_failure
+from run_demo import CONFIGS, Demo
 
-from mmaddp.utils.stages import tools_stopped_on_failure  # noqa: E402
-
-METRICS = dict(cls=[('top1', 'top-1 (%)')],
-               det=[('bbox_AP50', 'box AP50'), ('segm_AP50', 'mask AP50'),
-                    ('bbox_AP', 'box AP'), ('segm_AP', 'mask AP')],
-               seg=[('mIoU', 'mIoU'), ('aAcc', 'pixel acc. (%)')])
-TASKS = dict(cls='classification (10 digits, 32 px)',
-             det='Mask R-CNN (digit scenes read at 64 px)',
-             seg='UperNet (digit scenes read at 64 px)')
-
+METRICS = dict(
+    cls=[('top1', 'top-1 (%)')],
+    det=[('bbox_AP50', 'box AP50'), ('segm_AP50', 'mask AP50'), ('bbox_AP', 'box AP'),
+         ('segm_AP', 'mask AP')],
+    seg=[('mIoU', 'mIoU'), ('aAcc', 'pixel acc. (%)')])
+TASKS = dict(
+    cls='classification (10 digits, 32 px)',
+    det='Mask R-CNN (digit scenes read at 64 px)',
+    seg='UperNet (digit scenes read at 64 px)')
 
 #: the demo's stages behind the table
 STAGES = ('cls', 'cls_token', 'cls_token_ids', 'det', 'det_token', 'seg', 'seg_token')
@@ -40,28 +40,32 @@ STAGES = ('cls', 'cls_token', 'cls_token_ids', 'det', 'det_token', 'seg', 'seg_t
 
 def render(table, demo: Demo, wall: float) -> str:
     from mmaddp.engine.optimizers import cpu_flags
-    flags = ', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'})) or 'none'
-    lines = ['# Pixel versus token input', '',
-             'The same tiny ADDP checkpoint, fine-tuned with the same schedule, the encoder '
-             'reading pixels or the frozen tokenizer\'s code ids (one id per 4 px patch, a '
-             'learned embedding per code; position embeddings and blocks from the checkpoint).',
-             '', f'Command: `python benchmarks/pixel_vs_token.py --work-dir {demo.work}'
-             f'{" --quick" if demo.mode == "quick" else ""}`  ', f'Mode: {demo.mode}; '
-             f'{platform.processor() or platform.machine()} (CPU flags: {flags}), '
-             f'{torch.get_num_threads()} threads, '
-             f'torch {torch.__version__}; {wall / 60:.1f} min (finished stages reused).', '',
-             '| task | metric | pixels | tokens | config |', '|---|---|---|---|---|']
+    flags = ', '.join(
+        sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'})) or 'none'
+    lines = [
+        '# Pixel versus token input', '',
+        'The same tiny ADDP checkpoint, fine-tuned with the same schedule, the encoder '
+        'reading pixels or the frozen tokenizer\'s code ids (one id per 4 px patch, a '
+        'learned embedding per code; position embeddings and blocks from the checkpoint).', '',
+        f'Command: `python benchmarks/pixel_vs_token.py --work-dir {demo.work}'
+        f'{" --quick" if demo.mode == "quick" else ""}`  ', f'Mode: {demo.mode}; '
+        f'{platform.processor() or platform.machine()} (CPU flags: {flags}), '
+        f'{torch.get_num_threads()} threads, '
+        f'torch {torch.__version__}; {wall / 60:.1f} min (finished stages reused).', '',
+        '| task | metric | pixels | tokens | config |', '|---|---|---|---|---|'
+    ]
     for task, (pixel, token) in table.items():
         for key, label in METRICS[task]:
             lines.append(f'| {TASKS[task]} | {label} | {pixel[key]:.2f} | {token[key]:.2f} | '
                          f'`{CONFIGS[task]}` |')
     seconds = {k: v['seconds'] for k, v in demo.records.items()}
-    lines += ['', 'Wall time of each run (s, as recorded by the run that made it; det_token '
-              'and seg_token encode every training image with the frozen tokenizer, '
-              'cls_token reads the code ids of its augmented views that cls_token_ids '
-              'encoded once): ' + ', '.join(
-                  f'{k} {seconds[k]:.0f}' for k in sorted(seconds)
-                  if k in STAGES) + '.']
+    lines += [
+        '', 'Wall time of each run (s, as recorded by the run that made it; det_token '
+        'and seg_token encode every training image with the frozen tokenizer, '
+        'cls_token reads the code ids of its augmented views that cls_token_ids '
+        'encoded once): ' + ', '.join(f'{k} {seconds[k]:.0f}'
+                                      for k in sorted(seconds) if k in STAGES) + '.'
+    ]
     return '\n'.join(lines) + '\n'
 
 
@@ -71,8 +75,8 @@ def main():
     parser.add_argument('--data-root', default='data/demo')
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--jobs', type=int, default=2, help='runs at once (see tools/run_demo.py)')
-    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
-                                                  'pixel_vs_token.md'))
+    parser.add_argument(
+        '--out', default=osp.join(ROOT, 'benchmarks', 'results', 'pixel_vs_token.md'))
     args = parser.parse_args()
     start = time.time()
     demo = Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full', jobs=args.jobs)

@@ -10,9 +10,8 @@ from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET_OPTIM_WRAPPER_CONSTRUCTORS
 from mmdet.registry import OPTIM_WRAPPERS as MMDET_OPTIM_WRAPPERS
 from mmengine.registry import MODEL_WRAPPERS
-from mmpretrain.registry import BATCH_AUGMENTS, DATASETS, HOOKS, METRICS, TRANSFORMS  # noqa: F401
-from mmpretrain.registry import MODELS
-from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS
+from mmpretrain.registry import (BATCH_AUGMENTS, DATASETS, HOOKS, METRICS, MODELS,
+                                 OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, TRANSFORMS)
 from mmseg.registry import MODELS as MMSEG_MODELS
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_OPTIM_WRAPPER_CONSTRUCTORS
 from mmseg.registry import OPTIM_WRAPPERS as MMSEG_OPTIM_WRAPPERS
@@ -56,7 +55,7 @@ def register_optim_wrapper(name=None):
 
 
 __all__ = [
-    'MODELS', 'MMDET_MODELS', 'MMSEG_MODELS', 'MODEL_WRAPPERS', 'BATCH_AUGMENTS', 'DATASETS', 'HOOKS',
-    'METRICS', 'TRANSFORMS', 'register_backbone', 'register_neck',
+    'MODELS', 'MMDET_MODELS', 'MMSEG_MODELS', 'MODEL_WRAPPERS', 'BATCH_AUGMENTS', 'DATASETS',
+    'HOOKS', 'METRICS', 'TRANSFORMS', 'register_backbone', 'register_neck',
     'register_optim_wrapper', 'register_optim_wrapper_constructor'
 ]

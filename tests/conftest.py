@@ -8,9 +8,11 @@ import pytest
 from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-TOKENIZER_CFG = osp.join(ROOT, 'configs', 'vq_tokenizer', 'vq-tokenizer-tiny-f4_1xb64-1000i_demo.py')
+for path in (ROOT, osp.join(ROOT, 'tools')):  # the package, and the demo's helpers
+    if path not in sys.path:
+        sys.path.insert(0, path)
+TOKENIZER_CFG = osp.join(ROOT, 'configs', 'vq_tokenizer',
+                         'vq-tokenizer-tiny-f4_1xb64-1000i_demo.py')
 PREDICTOR_CFG = osp.join(ROOT, 'configs', 'token_predictor',
                          'token-predictor-tiny_1xb64-800i_demo.py')
 ITERS = 150  # short training runs of the tiny configs in the tests
@@ -44,7 +46,7 @@ def tiny_cls_root(tmp_path_factory):
 @pytest.fixture(scope='session')
 def demo_root(tmp_path_factory):
     """The bundled demo data, built once per test session (seconds)."""
-    from mmaddp.datasets import build_demo_data
+    from demo.demo_data import build_demo_data
     root = str(tmp_path_factory.mktemp('demo') / 'demo')
     build_demo_data(root, seed=0)
     return root
@@ -53,20 +55,25 @@ def demo_root(tmp_path_factory):
 def run(args):
     """Run a python tool of the repository; fail with its output."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run([sys.executable, *args],
+                          cwd=ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
 def short_run_options(data_root, max_iters=ITERS):
     """--cfg-options for a short run of a tiny demo config."""
-    return [f'train_dataloader.dataset.data_root={data_root}',
-            f'val_dataloader.dataset.data_root={data_root}',
-            f'test_dataloader.dataset.data_root={data_root}',
-            'train_dataloader.batch_size=32', f'train_cfg.max_iters={max_iters}',
-            f'train_cfg.val_interval={max_iters}', f'default_hooks.checkpoint.interval={max_iters}',
-            f'param_scheduler.1.end={max_iters}']
+    return [
+        f'train_dataloader.dataset.data_root={data_root}',
+        f'val_dataloader.dataset.data_root={data_root}',
+        f'test_dataloader.dataset.data_root={data_root}', 'train_dataloader.batch_size=32',
+        f'train_cfg.max_iters={max_iters}', f'train_cfg.val_interval={max_iters}',
+        f'default_hooks.checkpoint.interval={max_iters}', f'param_scheduler.1.end={max_iters}'
+    ]
 
 
 @pytest.fixture(scope='session')
@@ -74,8 +81,10 @@ def trained_tokenizer(tmp_path_factory, demo_root):
     """The tiny tokenizer trained briefly on the bundled corpus."""
     work = tmp_path_factory.mktemp('tokenizer')
     data_root = osp.join(demo_root, 'pretrain')
-    run(['tools/train.py', TOKENIZER_CFG, '--work-dir', str(work), '--cfg-options',
-         *short_run_options(data_root)])
+    run([
+        'tools/train.py', TOKENIZER_CFG, '--work-dir',
+        str(work), '--cfg-options', *short_run_options(data_root)
+    ])
     return work / f'iter_{ITERS}.pth', data_root
 
 
@@ -84,6 +93,20 @@ def trained_predictor(tmp_path_factory, trained_tokenizer):
     """A tiny token predictor trained briefly on the tiny tokenizer's ids."""
     tokenizer_ckpt, data_root = trained_tokenizer
     work = tmp_path_factory.mktemp('predictor')
-    run(['tools/train.py', PREDICTOR_CFG, '--work-dir', str(work), '--cfg-options',
-         *short_run_options(data_root), f'model.tokenizer.checkpoint={tokenizer_ckpt}'])
+    run([
+        'tools/train.py', PREDICTOR_CFG, '--work-dir',
+        str(work), '--cfg-options', *short_run_options(data_root),
+        f'model.tokenizer.checkpoint={tokenizer_ckpt}'
+    ])
     return work / f'iter_{ITERS}.pth'
+
+
+def load_tool(relpath: str):
+    """Import a script of ``tools/`` (e.g. ``'dataset_converters/cache_code_ids.py'``)
+    as a module, to test its functions."""
+    import importlib.util
+    path = osp.join(ROOT, 'tools', relpath)
+    spec = importlib.util.spec_from_file_location(osp.splitext(osp.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.registry import init_default_scope
 
-from mmaddp.models.utils import MaskRatioSchedule
+from mmaddp.models.diffusion import MaskRatioSchedule
 from mmaddp.registry import MODELS
 
 CODES, L, WIDTH = 64, 16, 32
@@ -16,18 +16,44 @@ CODES, L, WIDTH = 64, 16, 32
 def tiny_addp(**overrides):
     cfg = dict(
         type='ADDP',
-        backbone=dict(type='ADDPViT', arch=dict(embed_dims=WIDTH, num_layers=2, num_heads=2),
-                      img_size=32, patch_size=8, out_type='raw', drop_rate=0.1,
-                      attn_drop_rate=0.1),
-        neck=dict(type='TokenDecoder', in_channels=WIDTH, embed_dims=WIDTH, depth=2, num_heads=2,
-                  num_tokens=L, vocab_size=CODES + 2),
+        backbone=dict(
+            type='ADDPViT',
+            arch=dict(embed_dims=WIDTH, num_layers=2, num_heads=2),
+            img_size=32,
+            patch_size=8,
+            out_type='raw',
+            drop_rate=0.1,
+            attn_drop_rate=0.1),
+        neck=dict(
+            type='TokenDecoder',
+            in_channels=WIDTH,
+            embed_dims=WIDTH,
+            depth=2,
+            num_heads=2,
+            num_tokens=L,
+            vocab_size=CODES + 2),
         head=dict(type='DenoisingHead', label_smoothing=0.1),
-        tokenizer=dict(type='VQTokenizer', base_channels=16, channel_mults=(1, 2, 2, 4),
-                       num_res_blocks=1, code_dim=16, num_codes=CODES, norm_groups=4),
-        token_predictor=dict(type='TokenPredictor',
-                             arch=dict(embed_dims=32, depth=1, num_heads=2, decoder_embed_dims=32,
-                                       decoder_depth=1, decoder_num_heads=2),
-                             codebook_size=CODES, num_classes=1, class_id=CODES, num_tokens=L))
+        tokenizer=dict(
+            type='VQTokenizer',
+            base_channels=16,
+            channel_mults=(1, 2, 2, 4),
+            num_res_blocks=1,
+            code_dim=16,
+            num_codes=CODES,
+            norm_groups=4),
+        token_predictor=dict(
+            type='TokenPredictor',
+            arch=dict(
+                embed_dims=32,
+                depth=1,
+                num_heads=2,
+                decoder_embed_dims=32,
+                decoder_depth=1,
+                decoder_num_heads=2),
+            codebook_size=CODES,
+            num_classes=1,
+            class_id=CODES,
+            num_tokens=L))
     cfg.update(overrides)
     init_default_scope('mmpretrain')  # ADDP lives in the mmpretrain scope
     torch.manual_seed(0)
@@ -39,8 +65,8 @@ def tiny_addp(**overrides):
 # ---------------------------------------------------------------- schedule
 def test_schedule_grid_and_masks():
     s = MaskRatioSchedule()
-    expect = sorted(r for r in (math.cos(math.pi / 2 * k / 100) for k in range(101))
-                    if 0.5 <= r < 1.0)
+    expect = sorted(
+        r for r in (math.cos(math.pi / 2 * k / 100) for k in range(101)) if 0.5 <= r < 1.0)
     assert s.ratios.tolist() == pytest.approx(expect)
     assert len(s.ratios) == 66 and s.ratios[-1] == pytest.approx(0.99988, abs=1e-5)
     assert s.num_masked(s.ratios[-1], 256) == 256  # fully masked states occur
@@ -97,18 +123,18 @@ def reference_loss(model, images, mask_t, mask_next, table_in=None):
     tok, pred, enc, dec = model.tokenizer, model.token_predictor, model.backbone, model.neck
     table_in = dec.token_emb.weight if table_in is None else table_in
     with torch.no_grad():
-        ids, e0 = tok.encode(images)                                  # 1
+        ids, e0 = tok.encode(images)  # 1
         b, h, w = ids.shape
         z0 = ids.flatten(1)
-        p_next = pred.predict_probs(z0, mask_next)                    # 3 (separate passes)
+        p_next = pred.predict_probs(z0, mask_next)  # 3 (separate passes)
         q_t = pred.predict_probs(z0, mask_t)
         s = torch.einsum('blk,kc->blc', p_next, tok.quantize.embedding.weight)
         e0_seq = e0.flatten(2).transpose(1, 2)
-        z_t = torch.where(mask_t[..., None], s, e0_seq)               # 4
+        z_t = torch.where(mask_t[..., None], s, e0_seq)  # 4
         x_t = tok.decode(z_t.transpose(1, 2).reshape(b, -1, h, w))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    x = (x_t.clamp(0, 1) - mean) / std                                # 5
+    x = (x_t.clamp(0, 1) - mean) / std  # 5
     x = F.conv2d(x, enc.patch_embed.proj.weight, enc.patch_embed.proj.bias, stride=8)
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([enc.cls_token.expand(b, -1, -1), x], 1) + enc.pos_embed
@@ -117,7 +143,7 @@ def reference_loss(model, images, mask_t, mask_next, table_in=None):
         x = _attention(blk, x)
     x = F.layer_norm(x, (WIDTH, ), enc.norm.weight, enc.norm.bias, 1e-6)
     losses = []
-    for i in range(b):                                                # 6, per image
+    for i in range(b):  # 6, per image
         y = x[i:i + 1] @ dec.decoder_embed.weight.t() + dec.decoder_embed.bias
         rows = []
         for j in range(L + 1):
@@ -132,13 +158,13 @@ def reference_loss(model, images, mask_t, mask_next, table_in=None):
         y = torch.stack(rows)[None]
         for blk in dec.decoder_blocks:
             y = _attention(blk, y)
-        y = F.layer_norm(y[0, 1:L + 1], (WIDTH, ), dec.decoder_norm.weight,
-                         dec.decoder_norm.bias, 1e-6)
+        y = F.layer_norm(y[0, 1:L + 1], (WIDTH, ), dec.decoder_norm.weight, dec.decoder_norm.bias,
+                         1e-6)
         m = dec.mlm_layer
-        hid = F.layer_norm(F.gelu(y @ m.fc.weight.t() + m.fc.bias), (WIDTH, ), m.ln.weight,
-                           m.ln.bias, 1e-6)
+        hid = F.layer_norm(
+            F.gelu(y @ m.fc.weight.t() + m.fc.bias), (WIDTH, ), m.ln.weight, m.ln.bias, 1e-6)
         logits = hid @ dec.token_emb.weight.detach().t() + m.bias.view(-1)
-        vocab = logits.shape[-1]                                      # 7
+        vocab = logits.shape[-1]  # 7
         target = torch.zeros(L, vocab)
         target[:, :CODES] = q_t[i]
         target = 0.9 * target + 0.1 / vocab
@@ -159,9 +185,11 @@ def test_denoising_loss_matches_spec():
     # the fully masked state (the last grid point) and the least masked one
     for t, t_next in ((65, 65), (0, 1)):
         m_t, m_next = model.mask_schedule.masks_for(3, L, t, t_next, generator=gen)
-        torch.testing.assert_close(model.denoising_loss(images, m_t, m_next),
-                                   reference_loss(model, images, m_t, m_next), atol=1e-4,
-                                   rtol=1e-4)
+        torch.testing.assert_close(
+            model.denoising_loss(images, m_t, m_next),
+            reference_loss(model, images, m_t, m_next),
+            atol=1e-4,
+            rtol=1e-4)
 
     loss.backward()
     assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
@@ -216,9 +244,11 @@ def test_only_masked_positions_contribute():
 def test_frozen_parts_outside_optimizer():
     from mmengine.optim import build_optim_wrapper
     model = tiny_addp()
-    wrapper = build_optim_wrapper(model, dict(
-        optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-        paramwise_cfg=dict(flat_decay_mult=0.0)))
+    wrapper = build_optim_wrapper(
+        model,
+        dict(
+            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+            paramwise_cfg=dict(flat_decay_mult=0.0)))
     in_optimizer = {id(p) for g in wrapper.optimizer.param_groups for p in g['params']}
     frozen = [p for part in (model.tokenizer, model.token_predictor) for p in part.parameters()]
     assert frozen and not any(id(p) in in_optimizer for p in frozen)
@@ -231,11 +261,18 @@ def test_frozen_parts_outside_optimizer():
 def test_released_addp_checkpoint_loads(tmp_path):
     """The whole released file as saved (1 x 1 x vocab MLM biases, unused
     tables, vqgan.* and token_predictor.* copies) loads into every part."""
-    from release_layouts import addp_checkpoint, vqgan_shapes
     from mmaddp.models import ADDPViT
+    from release_layouts import addp_checkpoint, vqgan_shapes
     vq = vqgan_shapes(ch=16, mults=(1, 2, 2, 4), nres=1, code=16, codes=CODES, nmid=1)
-    ckpt = addp_checkpoint(dim=WIDTH, depth=2, grid=4, dec_depth=2, vocab=CODES + 2, patch=8,
-                           vqgan=vq, mage=dict(d=32, depth=1, dd=32, ddepth=1, seq=L + 1))
+    ckpt = addp_checkpoint(
+        dim=WIDTH,
+        depth=2,
+        grid=4,
+        dec_depth=2,
+        vocab=CODES + 2,
+        patch=8,
+        vqgan=vq,
+        mage=dict(d=32, depth=1, dd=32, ddepth=1, seq=L + 1))
     assert ckpt['model']['mlm_layer.bias'].shape == (1, 1, CODES + 2)
     assert ckpt['model']['token_predictor.mlm_layer.bias'].shape == (1, 1, CODES + 2)
     path = tmp_path / 'addp-vit-tiny-8.pth'
@@ -265,9 +302,12 @@ def test_released_addp_checkpoint_loads(tmp_path):
     assert torch.equal(model.neck.decoder_pos_mask_embed, ckpt['model']['decoder_pos_mask_embed'])
     assert torch.equal(model.backbone.pre_norm.weight, ckpt['model']['tokenizer_norm.weight'])
 
-    encoder = ADDPViT(arch=dict(embed_dims=WIDTH, num_layers=2, num_heads=2), img_size=32,
-                      patch_size=8, out_type='raw',
-                      init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    encoder = ADDPViT(
+        arch=dict(embed_dims=WIDTH, num_layers=2, num_heads=2),
+        img_size=32,
+        patch_size=8,
+        out_type='raw',
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     encoder.init_weights()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -276,9 +316,12 @@ def test_released_addp_checkpoint_loads(tmp_path):
     # an mmaddp runner checkpoint of ADDP feeds ADDPViT too
     runner_ckpt = tmp_path / 'iter_10.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, runner_ckpt)
-    again = ADDPViT(arch=dict(embed_dims=WIDTH, num_layers=2, num_heads=2), img_size=32,
-                    patch_size=8, out_type='raw',
-                    init_cfg=dict(type='Pretrained', checkpoint=str(runner_ckpt)))
+    again = ADDPViT(
+        arch=dict(embed_dims=WIDTH, num_layers=2, num_heads=2),
+        img_size=32,
+        patch_size=8,
+        out_type='raw',
+        init_cfg=dict(type='Pretrained', checkpoint=str(runner_ckpt)))
     again.init_weights()
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(x)[0], model.backbone(x)[0], atol=0, rtol=0)

@@ -16,7 +16,7 @@ import sys
 
 from conftest import ROOT
 
-ADDP_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p4_1xb64-1000i_demo.py')
+ADDP_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-nano-p4_1xb64-1000i_demo.py')
 ITERS = 240
 
 
@@ -35,18 +35,26 @@ def logged_losses(work_dir):
 
 def test_tiny_addp_loss_falls_with_two_processes(tmp_path, trained_tokenizer, trained_predictor):
     tokenizer_ckpt, data_root = trained_tokenizer
-    env = dict(os.environ, PORT=str(_free_port()), PYTHON=sys.executable, PYTHONPATH=ROOT,
-               OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        ['bash', 'tools/dist_train.sh', ADDP_CFG, '2', '--work-dir', str(tmp_path),
-         '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
-         'train_dataloader.batch_size=16', f'train_cfg.max_iters={ITERS}',
-         'param_scheduler.0.end=20', 'param_scheduler.1.begin=20',
-         f'param_scheduler.1.end={ITERS}', f'default_hooks.checkpoint.interval={ITERS}',
-         'default_hooks.logger.interval=10',
-         f'model.tokenizer.checkpoint={tokenizer_ckpt}',
-         f'model.token_predictor.checkpoint={trained_predictor}'],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    env = dict(
+        os.environ,
+        PORT=str(_free_port()),
+        PYTHON=sys.executable,
+        PYTHONPATH=ROOT,
+        OMP_NUM_THREADS='1')
+    proc = subprocess.run([
+        'bash', 'tools/dist_train.sh', ADDP_CFG, '2', '--work-dir',
+        str(tmp_path), '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
+        'train_dataloader.batch_size=16', f'train_cfg.max_iters={ITERS}',
+        'param_scheduler.0.end=20', 'param_scheduler.1.begin=20', f'param_scheduler.1.end={ITERS}',
+        f'default_hooks.checkpoint.interval={ITERS}', 'default_hooks.logger.interval=10',
+        f'model.tokenizer.checkpoint={tokenizer_ckpt}',
+        f'model.token_predictor.checkpoint={trained_predictor}'
+    ],
+                          cwd=ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=1200)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert 'Distributed training: True' in log and 'GPU number: 2' in log

@@ -8,17 +8,24 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from mmaddp.models import ADDPViT
-from mmaddp.models.utils import load_addp_encoder_state_dict
-from release_layouts import addp_checkpoint, classifier_checkpoint
+from mmaddp.models.backbones.addp_vit import load_addp_encoder_state_dict
+from release_layouts import addp_checkpoint
 
 DIM, DEPTH, HEADS = 64, 4, 4
 
 
 def timm_reference(img_size, pre_norm, dim=DIM, depth=DEPTH, heads=HEADS):
     ref = VisionTransformer(
-        img_size=img_size, patch_size=16, embed_dim=dim, depth=depth, num_heads=heads,
-        qkv_bias=True, pre_norm=pre_norm, norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        num_classes=0, global_pool='')
+        img_size=img_size,
+        patch_size=16,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        qkv_bias=True,
+        pre_norm=pre_norm,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_classes=0,
+        global_pool='')
     # timm drops the patch-projection bias when pre_norm=True (CLIP style);
     # ADDP's encoder keeps it
     ref.patch_embed.proj = nn.Conv2d(3, dim, 16, 16, bias=True)
@@ -38,8 +45,8 @@ def timm_state_from_encoder(state):
 
 def make_backbone(pre_norm=True, **kwargs):
     kwargs.setdefault('img_size', 64)
-    model = ADDPViT(arch=dict(embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS),
-                    pre_norm=pre_norm, **kwargs)
+    model = ADDPViT(
+        arch=dict(embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS), pre_norm=pre_norm, **kwargs)
     model.init_weights()
     return model.eval()
 
@@ -58,9 +65,8 @@ def test_features_match_timm(pre_norm):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
     # the other output types are views of the same features
-    for out_type, expect in (
-            ('cls_token', theirs[:, 0]),
-            ('featmap', theirs[:, 1:].transpose(1, 2).reshape(2, DIM, 4, 4))):
+    for out_type, expect in (('cls_token', theirs[:, 0]),
+                             ('featmap', theirs[:, 1:].transpose(1, 2).reshape(2, DIM, 4, 4))):
         model.out_type = out_type
         with torch.no_grad():
             torch.testing.assert_close(model(x)[0], expect, atol=1e-5, rtol=0)
@@ -79,14 +85,17 @@ def test_out_indices_and_avg_featmap():
     pooled.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
         vec = pooled(x)[0]
-        expect = F.layer_norm(outs[1].flatten(2).mean(-1), (DIM, ), pooled.pooled_norm.weight,
-                              pooled.pooled_norm.bias, eps=1e-6)
+        expect = F.layer_norm(
+            outs[1].flatten(2).mean(-1), (DIM, ),
+            pooled.pooled_norm.weight,
+            pooled.pooled_norm.bias,
+            eps=1e-6)
     torch.testing.assert_close(vec, expect, atol=1e-5, rtol=0)
 
     with pytest.raises(ValueError, match='not divisible'):
         model(torch.randn(1, 3, 60, 64))
     with pytest.raises(ValueError, match='out_indices'):
-        ADDPViT(arch='pico', out_indices=[5])
+        ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2), out_indices=[5])
     with pytest.raises(KeyError, match='Unknown ADDPViT arch'):
         ADDPViT(arch='huge-typo')
     with pytest.raises(ValueError, match='Unknown keys'):
@@ -122,7 +131,7 @@ def test_frozen_stages_and_with_cp():
 
 
 def test_layer_depth():
-    model = ADDPViT(arch='pico')  # 2 blocks -> depths 0..3
+    model = ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2))  # 2 blocks -> depths 0..3
     depth = partial(model.get_layer_depth, prefix='backbone.')
     assert depth('backbone.cls_token') == (0, 4)
     assert depth('backbone.patch_embed.proj.weight') == (0, 4)
@@ -136,8 +145,8 @@ def test_layer_depth():
 # ----------------------------------------------------------------- checkpoints
 def released_addp_checkpoint(dim=DIM, depth=DEPTH, grid=4, dec_depth=2, vocab=2025, seed=0):
     """A file in the released addp-vit-*-16.pth layout, random weights."""
-    return addp_checkpoint(dim=dim, depth=depth, grid=grid, dec_depth=dec_depth, vocab=vocab,
-                           seed=seed)
+    return addp_checkpoint(
+        dim=dim, depth=depth, grid=grid, dec_depth=dec_depth, vocab=vocab, seed=seed)
 
 
 ENCODER_KEYS_SKIPPED = ('decoder', 'mask_token', 'token_emb', 'mlm_layer', 'vqgan.',
@@ -155,8 +164,7 @@ def test_released_checkpoint_loads_and_matches_timm(tmp_path):
     result = fresh.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
 
-    model = make_backbone(out_type='raw',
-                          init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model = make_backbone(out_type='raw', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     encoder = {k: v for k, v in ckpt['model'].items() if not k.startswith(ENCODER_KEYS_SKIPPED)}
     own = model.state_dict()
     assert set(own) == {k.replace('tokenizer_norm.', 'pre_norm.') for k in encoder}
@@ -179,14 +187,20 @@ def test_pos_embed_interpolated(tmp_path, size):
     ckpt = released_addp_checkpoint(dim=32, depth=2, grid=16)  # trained at 256 px
     path = tmp_path / 'addp.pth'
     torch.save(ckpt, path)
-    model = ADDPViT(arch='pico', img_size=size, out_type='featmap',
-                    init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model = ADDPViT(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+        img_size=size,
+        out_type='featmap',
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     grid = size // 16
     src = ckpt['model']['pos_embed']
     assert model.pos_embed.shape == (1, 1 + grid * grid, 32)
-    expect = F.interpolate(src[:, 1:].reshape(1, 16, 16, 32).permute(0, 3, 1, 2),
-                           size=(grid, grid), mode='bicubic', align_corners=False)
+    expect = F.interpolate(
+        src[:, 1:].reshape(1, 16, 16, 32).permute(0, 3, 1, 2),
+        size=(grid, grid),
+        mode='bicubic',
+        align_corners=False)
     expect = torch.cat([src[:, :1], expect.flatten(2).transpose(1, 2)], dim=1)
     torch.testing.assert_close(model.pos_embed.data, expect, atol=1e-6, rtol=0)
     with torch.no_grad():
@@ -198,8 +212,11 @@ def test_mmaddp_runner_checkpoint_loads(tmp_path):
     torch.manual_seed(0)
     src = make_backbone()
     state = {f'backbone.{k}': v for k, v in src.state_dict().items()}
-    state.update({'head.fc.weight': torch.zeros(10, DIM), 'neck.decoder_embed.weight':
-                  torch.zeros(DIM, DIM), 'tokenizer.quantize.embedding.weight': torch.zeros(8, 4)})
+    state.update({
+        'head.fc.weight': torch.zeros(10, DIM),
+        'neck.decoder_embed.weight': torch.zeros(DIM, DIM),
+        'tokenizer.quantize.embedding.weight': torch.zeros(8, 4)
+    })
     path = tmp_path / 'iter_10.pth'
     torch.save({'meta': {'iter': 10}, 'state_dict': state}, path)
     model = make_backbone(img_size=128, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
@@ -210,6 +227,7 @@ def test_mmaddp_runner_checkpoint_loads(tmp_path):
 
 
 def test_wrong_checkpoints_give_clear_errors(tmp_path):
+
     def load(obj, name, **kwargs):
         path = tmp_path / name
         if isinstance(obj, bytes):
@@ -218,8 +236,12 @@ def test_wrong_checkpoints_give_clear_errors(tmp_path):
             torch.save(obj, path)
         make_backbone(init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kwargs)
 
-    vq = {'state_dict': {'encoder.conv_in.weight': torch.zeros(8, 3, 3, 3),
-                         'quantize.embedding.weight': torch.zeros(16, 4)}}
+    vq = {
+        'state_dict': {
+            'encoder.conv_in.weight': torch.zeros(8, 3, 3, 3),
+            'quantize.embedding.weight': torch.zeros(16, 4)
+        }
+    }
     with pytest.raises(ValueError, match='VQ tokenizer'):
         load(vq, 'vqgan.ckpt')
     mage = {'model': {'token_emb.word_embeddings.weight': torch.zeros(2025, 8)}}

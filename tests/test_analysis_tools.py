@@ -24,8 +24,15 @@ def _reference_probe(root, per_class, C):
     from mmaddp.registry import MODELS
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
-    encoder = MODELS.build(dict(type='ADDPViT', arch='pico', img_size=32, patch_size=8,
-                                out_type='raw', final_norm=True, pre_norm=True)).eval()
+    encoder = MODELS.build(
+        dict(
+            type='ADDPViT',
+            arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+            img_size=32,
+            patch_size=8,
+            out_type='raw',
+            final_norm=True,
+            pre_norm=True)).eval()
     mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
 
@@ -51,9 +58,11 @@ def test_linear_probe_against_an_independent_computation(tmp_path, tiny_cls_root
     results = {}
     for per_class, features in ((6, 'tokens'), (5, 'pooled')):
         out = tmp_path / f'{per_class}.json'
-        run(['tools/analysis_tools/linear_probe.py', CLS_CFG, '--random', '--train-per-class',
-             str(per_class), '--features', features, '--C', '1.0', '--out', str(out),
-             '--cfg-options', f'test_dataloader.dataset.data_root={tiny_cls_root}'])
+        run([
+            'tools/analysis_tools/linear_probe.py', CLS_CFG, '--random', '--train-per-class',
+            str(per_class), '--features', features, '--C', '1.0', '--out',
+            str(out), '--cfg-options', f'test_dataloader.dataset.data_root={tiny_cls_root}'
+        ])
         results[per_class] = json.loads(out.read_text())
     tokens, pooled = results[6], results[5]
     assert tokens['train_images'] == 12 and tokens['val_images'] == 8
@@ -68,7 +77,9 @@ def test_linear_probe_refuses_bad_input(tmp_path):
     for args, message in (([CLS_CFG], 'give a CHECKPOINT or --random'),
                           ([CLS_CFG, str(tmp_path / 'none.pth')], 'checkpoint file not found')):
         proc = subprocess.run([sys.executable, 'tools/analysis_tools/linear_probe.py', *args],
-                              cwd=ROOT, capture_output=True, text=True)
+                              cwd=ROOT,
+                              capture_output=True,
+                              text=True)
         assert proc.returncode != 0 and message in proc.stderr
 
 
@@ -77,8 +88,14 @@ def test_reconstructions_keep_the_folder_layout(tmp_path, tiny_cls_root):
 
     from mmaddp.registry import MODELS
     cfg = tmp_path / 'tok.py'
-    model = dict(type='VQTokenizer', base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
-                 code_dim=8, num_codes=16, norm_groups=4)
+    model = dict(
+        type='VQTokenizer',
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        code_dim=8,
+        num_codes=16,
+        norm_groups=4)
     cfg.write_text(f"default_scope = 'mmpretrain'\nmodel = {model!r}\n")
     init_default_scope('mmpretrain')
     torch.manual_seed(0)

@@ -2,12 +2,12 @@
 resized-crop augmentation, checked against exact geometric references."""
 import pytest
 import torch
-from conftest import ROOT
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from mmaddp.models.utils import BatchRandomAffine
+from conftest import ROOT
 
 
 def _fixed(**kwargs):
@@ -72,8 +72,8 @@ def test_crop_magnifies_by_the_crop_size(area, aspect):
 
 
 def test_draws_stay_in_their_ranges():
-    aug = BatchRandomAffine(rotate=(-10., 10.), shear=(0., 0.), crop_area=(1., 1.),
-                            crop_aspect=(1., 1.))
+    aug = BatchRandomAffine(
+        rotate=(-10., 10.), shear=(0., 0.), crop_area=(1., 1.), crop_aspect=(1., 1.))
     torch.manual_seed(0)
     theta = aug.sample_matrices(512, 16, 16)
     # a pure rotation: the 2 x 2 part is orthonormal, its angle within +-10 degrees
@@ -98,11 +98,12 @@ def test_demo_classification_config_augments_in_the_preprocessor():
     """The tiny classification config trains with BatchRandomAffine through
     mmpretrain's ClsDataPreprocessor: it changes training batches, not
     evaluation ones."""
-    cfg = Config.fromfile(f'{ROOT}/configs/imagenet/addp-vit-tiny-p4_1xb64-3000i_demo.py')
+    cfg = Config.fromfile(f'{ROOT}/configs/imagenet/addp-vit-nano-p4_1xb64-3000i_demo.py')
     assert cfg.data_preprocessor.type == 'ClsDataPreprocessor'
     pre = MODELS.build(cfg.data_preprocessor)
-    batch = dict(inputs=torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
-                 data_samples=[DataSample().set_gt_label(i) for i in range(4)])
+    batch = dict(
+        inputs=torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
+        data_samples=[DataSample().set_gt_label(i) for i in range(4)])
     torch.manual_seed(0)
     train = pre(batch, training=True)['inputs']
     test = pre(batch, training=False)['inputs']

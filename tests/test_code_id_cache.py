@@ -9,14 +9,23 @@ from mmengine.config import Config
 from mmengine.dataset import default_collate
 from mmengine.registry import init_default_scope
 
-from mmaddp.datasets import CodeIdDataset, encode_training_views
+from mmaddp.datasets import CodeIdDataset
 from mmaddp.models.tokenizers import VQTokenizer
 from mmaddp.registry import DATASETS, MODELS
+from conftest import load_tool
+
+encode_training_views = load_tool('dataset_converters/cache_code_ids.py').encode_training_views
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CLS_CFG = osp.join(ROOT, 'configs', 'imagenet', 'addp-vit-tiny-p4_1xb64-3000i_demo.py')
-TOKENIZER = dict(type='VQTokenizer', base_channels=8, channel_mults=(1, 2, 2, 2),
-                 num_res_blocks=1, code_dim=8, num_codes=16, norm_groups=4)
+CLS_CFG = osp.join(ROOT, 'configs', 'imagenet', 'addp-vit-nano-p4_1xb64-3000i_demo.py')
+TOKENIZER = dict(
+    type='VQTokenizer',
+    base_channels=8,
+    channel_mults=(1, 2, 2, 2),
+    num_res_blocks=1,
+    code_dim=8,
+    num_codes=16,
+    norm_groups=4)
 
 
 @pytest.fixture
@@ -31,9 +40,13 @@ def token_cfg(tmp_path, tiny_cls_root):
     cfg.model.backbone.patch_size = 8  # this tokenizer downsamples 8x
     cfg.model.backbone.token_input = dict(tokenizer=dict(TOKENIZER, checkpoint=path))
     cfg.merge_from_dict({
-        'model.backbone.init_cfg': None, 'model.head.num_classes': 2,
-        'data_preprocessor.num_classes': 2, 'train_dataloader.batch_size': 4,
-        'train_dataloader.dataset.data_root': tiny_cls_root, 'train_cfg.max_iters': 10})
+        'model.backbone.init_cfg': None,
+        'model.head.num_classes': 2,
+        'data_preprocessor.num_classes': 2,
+        'train_dataloader.batch_size': 4,
+        'train_dataloader.dataset.data_root': tiny_cls_root,
+        'train_cfg.max_iters': 10
+    })
     init_default_scope('mmpretrain')
     return cfg
 
@@ -70,8 +83,9 @@ def test_views_are_the_run_s_augmented_images_encoded(token_cfg, tmp_path):
     with torch.no_grad():
         refs = []
         for _ in range(3):
-            data = dict(inputs=torch.stack([item['inputs'] for item in items]),
-                        data_samples=[item['data_samples'] for item in items])
+            data = dict(
+                inputs=torch.stack([item['inputs'] for item in items]),
+                data_samples=[item['data_samples'] for item in items])
             pixels = model.data_preprocessor(data, training=True)['inputs']
             refs.append(model.backbone.patch_embed.code_ids(pixels).numpy())
     np.testing.assert_array_equal(ids, np.stack(refs))

@@ -7,14 +7,13 @@ from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 
 import mmaddp.engine.optimizers.cpu_bf16_optim_wrapper as wrapper_mod
-import mmaddp.models.utils.attention as attention_mod
+import mmaddp.models.layers.attention as attention_mod
 from mmaddp.engine.optimizers import CPUBf16OptimWrapper, cpu_has_fast_bf16
 
 
 def _wrapper(enabled='auto'):
     model = torch.nn.Linear(8, 4)
-    return model, CPUBf16OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1),
-                                      enabled=enabled)
+    return model, CPUBf16OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), enabled=enabled)
 
 
 def test_bf16_autocast_follows_the_cpu_flags(monkeypatch):
@@ -51,13 +50,16 @@ def test_the_flags_come_from_proc_cpuinfo():
 def test_train_amp_on_cpu(monkeypatch):
     import importlib.util
     import os.path as osp
+
     from conftest import ROOT
     spec = importlib.util.spec_from_file_location('train_tool', osp.join(ROOT, 'tools', 'train.py'))
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', dtype='bfloat16',
-                                         optimizer=dict(type='AdamW', lr=1e-3))))
+    cfg = Config(
+        dict(
+            optim_wrapper=dict(
+                type='AmpOptimWrapper', dtype='bfloat16', optimizer=dict(type='AdamW', lr=1e-3))))
     monkeypatch.setattr(train, 'cpu_has_fast_bf16', lambda: True)
     train.select_amp_wrapper(cfg)
     assert cfg.optim_wrapper.type == 'CPUBf16OptimWrapper' and cfg.optim_wrapper.enabled is True
@@ -73,8 +75,8 @@ def test_explicit_attention_equals_sdpa(head_dim):
     q, k, v = (torch.randn(2, 3, 17, head_dim, generator=g) for _ in range(3))
     mask = torch.randn(2, 3, 17, 17, generator=g)
     expect = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    torch.testing.assert_close(attention_mod.attention(q, k, v, attn_mask=mask), expect,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        attention_mod.attention(q, k, v, attn_mask=mask), expect, atol=1e-5, rtol=1e-5)
     # narrow heads on CPU take the explicit path, ViT-B's 64 keep SDPA
     assert attention_mod.use_explicit_attention(q.device, head_dim) == (head_dim < 64)
     assert not attention_mod.use_explicit_attention(torch.device('cuda'), 16)
@@ -82,11 +84,12 @@ def test_explicit_attention_equals_sdpa(head_dim):
 
 def test_backbone_output_does_not_depend_on_the_kernel():
     from mmengine.registry import init_default_scope
+
     from mmaddp.registry import MODELS
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
-    vit = MODELS.build(dict(type='ADDPViT', arch='nano', img_size=32, patch_size=4,
-                            out_type='raw')).eval()
+    vit = MODELS.build(
+        dict(type='ADDPViT', arch='nano', img_size=32, patch_size=4, out_type='raw')).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         explicit = vit(x)[-1]

@@ -9,7 +9,7 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from mmaddp.utils.stages import MARKER, prepare_config, run_stage, scale_schedule
+from demo.stages import MARKER, prepare_config, run_stage, scale_schedule
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -53,9 +53,11 @@ def test_stage_runs_once_and_redoes_an_interrupted_one(tmp_path):
 
 def test_schedule_scaling_and_flat_stage_config(tmp_path):
     src = osp.join(ROOT, 'configs', 'mask_rcnn',
-                   'mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb8-500i_demo-64px.py')
-    dst = prepare_config(src, str(tmp_path / 'config.py'),
-                         {'model.backbone.init_cfg.checkpoint': 'x.pth'}, max_iters=150)
+                   'mask-rcnn_addp-vit-nano-p4_simple-fpn_1xb8-500i_demo-64px.py')
+    dst = prepare_config(
+        src,
+        str(tmp_path / 'config.py'), {'model.backbone.init_cfg.checkpoint': 'x.pth'},
+        max_iters=150)
     cfg = Config.fromfile(dst)
     assert cfg.train_cfg.max_iters == 150 and cfg.train_cfg.val_interval == 150
     assert cfg.param_scheduler[1].milestones == [120, 140]  # 400, 465 scaled by 150 / 500
@@ -71,8 +73,10 @@ def test_schedule_scaling_and_flat_stage_config(tmp_path):
 
 def test_quick_demo_end_to_end(tmp_path, demo_root):
     work = tmp_path / 'demo'
-    cmd = [sys.executable, 'tools/run_demo.py', '--quick', '--work-dir', str(work),
-           '--data-root', demo_root]
+    cmd = [
+        sys.executable, 'tools/run_demo.py', '--quick', '--work-dir',
+        str(work), '--data-root', demo_root
+    ]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -84,15 +88,19 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
                     '## Wall time per stage'):
         assert heading in report
     record = json.loads((work / 'metrics.json').read_text())
-    expected = {'tokenizer/psnr', 'tokenizer/code_usage', 'tokenizer/recon_top1',
-                'token_predictor/accuracy', 'addp/loss_first', 'addp/loss_last',
-                'probe/top1', 'probe_random/top1', 'cls/top1', 'cls_random/top1',
-                'cls_few/top1', 'cls_few_random/top1', 'det/bbox_AP50', 'det/segm_AP50',
-                'det_random/bbox_AP50', 'det_random/segm_AP50', 'seg/mIoU', 'seg_random/mIoU',
-                'cls_token/top1', 'det_token/bbox_AP50', 'det_token/segm_AP50', 'seg_token/mIoU'}
-    expected |= {f'generation/{images}/{key}'
-                 for images in ('addp', 'predictor', 'recon', 'start', 'noise', 'real')
-                 for key in ('fid', 'inception_score', 'confident_share')}
+    expected = {
+        'tokenizer/psnr', 'tokenizer/code_usage', 'tokenizer/recon_top1',
+        'token_predictor/accuracy', 'addp/loss_first', 'addp/loss_last', 'probe/top1',
+        'probe_random/top1', 'cls/top1', 'cls_random/top1', 'cls_few/top1', 'cls_few_random/top1',
+        'det/bbox_AP50', 'det/segm_AP50', 'det_random/bbox_AP50', 'det_random/segm_AP50',
+        'seg/mIoU', 'seg_random/mIoU', 'cls_token/top1', 'det_token/bbox_AP50',
+        'det_token/segm_AP50', 'seg_token/mIoU'
+    }
+    expected |= {
+        f'generation/{images}/{key}'
+        for images in ('addp', 'predictor', 'recon', 'start', 'noise', 'real')
+        for key in ('fid', 'inception_score', 'confident_share')
+    }
     assert expected <= set(record['metrics'])
     assert all(math.isfinite(v) for v in record['metrics'].values())
     assert set(record['bars']) == {'cls/top1', 'seg/mIoU', 'det/bbox_AP50', 'det/segm_AP50'}
@@ -126,7 +134,9 @@ def _fake_stages(monkeypatch, run_demo, log, fail=None, seconds=0.05):
     lock = threading.Lock()
 
     def fns(self):
+
         def make(name):
+
             def fn(stage_dir):
                 with lock:
                     log[name] = [time.monotonic(), None]
@@ -136,7 +146,9 @@ def _fake_stages(monkeypatch, run_demo, log, fail=None, seconds=0.05):
                 with lock:
                     log[name][1] = time.monotonic()
                 return {}
+
             return fn
+
         return {name: make(name) for name in run_demo.PRIORITY}
 
     monkeypatch.setattr(run_demo.Demo, 'stage_fns', fns)
@@ -187,11 +199,20 @@ def test_targets_compare_against_their_references():
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     import run_demo
     m = {key: 0.0 for row in run_demo.TARGETS for key in (row[0], row[2]) if key}
-    m.update({'tokenizer/psnr': 22.5, 'tokenizer/recon_top1': 86.0, 'cls/top1': 92.0,
-              'generation/addp/fid': 10.0, 'generation/noise/fid': 30.0,
-              'generation/predictor/fid': 9.0, 'probe/top1': 60.0, 'probe_random/top1': 30.0})
-    rows = {r['metric'] + '|' + str(r['reference']): r
-            for r in run_demo.check_targets(m, dict(cls_val=500))}
+    m.update({
+        'tokenizer/psnr': 22.5,
+        'tokenizer/recon_top1': 86.0,
+        'cls/top1': 92.0,
+        'generation/addp/fid': 10.0,
+        'generation/noise/fid': 30.0,
+        'generation/predictor/fid': 9.0,
+        'probe/top1': 60.0,
+        'probe_random/top1': 30.0
+    })
+    rows = {
+        r['metric'] + '|' + str(r['reference']): r
+        for r in run_demo.check_targets(m, dict(cls_val=500))
+    }
     assert rows['tokenizer/psnr|None']['met']
     assert not rows['tokenizer/recon_top1|cls/top1']['met']  # 6 points below
     assert rows['generation/addp/fid|generation/noise/fid']['met']  # 10 <= 15
@@ -202,12 +223,13 @@ def test_targets_compare_against_their_references():
     assert probe['two_se'] == pytest.approx(200 * math.sqrt((.6 * .4 + .3 * .7) / 500), abs=0.01)
 
 
-def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(tmp_path,
-                                                                           monkeypatch):
-    from mmaddp.utils.stages import MALLOC_ENV, run_tool
+def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(tmp_path, monkeypatch):
+    from demo.stages import MALLOC_ENV, run_tool
 
-    show = ['-c', 'import os; print("ENV", os.environ.get("MALLOC_MMAP_THRESHOLD_"), '
-            'os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"))']
+    show = [
+        '-c', 'import os; print("ENV", os.environ.get("MALLOC_MMAP_THRESHOLD_"), '
+        'os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"))'
+    ]
     for key in (*MALLOC_ENV, 'OMP_NUM_THREADS'):
         monkeypatch.delenv(key, raising=False)
     log = tmp_path / 'a.log'
@@ -222,7 +244,7 @@ def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(tmp_p
 STOP_SCRIPT = r'''
 import os, sys, time
 from concurrent.futures import ThreadPoolExecutor
-from mmaddp.utils.stages import run_tool, tools_stopped_on_failure
+from demo.stages import run_tool, tools_stopped_on_failure
 log, pid_dir, how = sys.argv[1:]
 
 
@@ -261,9 +283,15 @@ def test_a_failed_or_terminated_demo_stops_its_stage_processes(tmp_path, how):
     import time
     names = ['side'] if how == 'fail' else ['side', 'main']
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, '-c', STOP_SCRIPT, str(tmp_path / 'stage.log'),
-                             str(tmp_path), how], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, '-c', STOP_SCRIPT,
+         str(tmp_path / 'stage.log'),
+         str(tmp_path), how],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while not all((tmp_path / n).exists() and (tmp_path / n).read_text() for n in names):
         assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()

@@ -13,8 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from PIL import Image
 
-from mmaddp.datasets import build_demo_data
-from mmaddp.datasets.demo_data import SIZES
+from demo.demo_data import SIZES, build_demo_data
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BASE = osp.join(ROOT, 'configs', '_base_', 'datasets')
@@ -33,7 +32,8 @@ def test_coco_files_valid(demo_root):
     for split, n_img in (('train', SIZES['coco'][0]), ('val', SIZES['coco'][1])):
         coco = COCO(osp.join(demo_root, 'coco', 'annotations', f'instances_{split}2017.json'))
         assert len(coco.getImgIds()) == n_img
-        assert sorted(c['name'] for c in coco.loadCats(coco.getCatIds())) == [str(i) for i in range(10)]
+        assert sorted(c['name']
+                      for c in coco.loadCats(coco.getCatIds())) == [str(i) for i in range(10)]
         anns = coco.loadAnns(coco.getAnnIds())
         assert len(anns) >= 2 * n_img * 0.9
         for ann in anns:
@@ -46,8 +46,8 @@ def test_coco_files_valid(demo_root):
             ys, xs = np.nonzero(mask)  # and the box is tight
             assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x, y, x + w, y + h)
         img = coco.loadImgs(coco.getImgIds()[0])[0]
-        assert Image.open(osp.join(demo_root, 'coco', f'{split}2017', img['file_name'])).size == (
-            img['width'], img['height'])
+        assert Image.open(osp.join(demo_root, 'coco', f'{split}2017',
+                                   img['file_name'])).size == (img['width'], img['height'])
 
 
 def test_mmdet_coco_dataset(demo_root):
@@ -80,12 +80,13 @@ def test_mmseg_dataset(demo_root):
 def test_mmpretrain_classification(demo_root):
     from mmpretrain.registry import DATASETS
     init_default_scope('mmpretrain')
-    for key, n in (('train_dataloader', SIZES['imagenet'][0]),
-                   ('val_dataloader', SIZES['imagenet'][1])):
+    for key, n in (('train_dataloader', SIZES['imagenet'][0]), ('val_dataloader',
+                                                                SIZES['imagenet'][1])):
         _, ds_cfg = dataset_cfg('demo_imagenet.py', key, osp.join(demo_root, 'imagenet'))
         dataset = DATASETS.build(ds_cfg)
         assert len(dataset) == n and dataset.CLASSES == tuple(str(i) for i in range(10))
-        counts = np.bincount([int(dataset.get_data_info(i)["gt_label"]) for i in range(len(dataset))])
+        counts = np.bincount(
+            [int(dataset.get_data_info(i)["gt_label"]) for i in range(len(dataset))])
         assert (counts == n // 10).all()
         assert dataset[0]['inputs'].shape == (3, 32, 32)
     _, ds_cfg = dataset_cfg('demo_pretrain.py', 'train_dataloader', osp.join(demo_root, 'pretrain'))
@@ -138,14 +139,19 @@ def test_coco_metric_oracle(demo_root):
     for img_id in coco.getImgIds():
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
         info = coco.loadImgs(img_id)[0]
-        boxes = torch.tensor([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
-                               a['bbox'][1] + a['bbox'][3]] for a in anns], dtype=torch.float32)
-        samples.append(dict(
-            img_id=img_id, ori_shape=(info['height'], info['width']),
-            pred_instances=dict(
-                bboxes=boxes, scores=torch.ones(len(anns)),
-                labels=torch.tensor([a['category_id'] - 1 for a in anns]),
-                masks=torch.from_numpy(np.stack([coco.annToMask(a) for a in anns])).bool())))
+        boxes = torch.tensor(
+            [[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2], a['bbox'][1] + a['bbox'][3]]
+             for a in anns],
+            dtype=torch.float32)
+        samples.append(
+            dict(
+                img_id=img_id,
+                ori_shape=(info['height'], info['width']),
+                pred_instances=dict(
+                    bboxes=boxes,
+                    scores=torch.ones(len(anns)),
+                    labels=torch.tensor([a['category_id'] - 1 for a in anns]),
+                    masks=torch.from_numpy(np.stack([coco.annToMask(a) for a in anns])).bool())))
     metric.process({}, samples)
     results = metric.compute_metrics(metric.results)
     assert results['bbox_mAP'] == pytest.approx(1.0)

@@ -17,21 +17,21 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-from conftest import ROOT
 from mmaddp.evaluation.generation_metrics import (ClassifierFeatureNet, InceptionFeatureNet,
                                                   build_feature_net, feature_statistics,
                                                   frechet_distance, inception_score,
                                                   list_image_files)
 from mmaddp.utils.generation import sample_seed, shard_indices
+from conftest import ROOT
 
 CLS_CFG = osp.join(ROOT, 'tests', 'configs', 'tiny_cls.py')
-DEMO_ADDP_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p4_1xb64-1000i_demo.py')
+DEMO_ADDP_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-nano-p4_1xb64-1000i_demo.py')
 INCEPTION_FILE = 'weights-inception-2015-12-05-6726825d.pth'
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', osp.join(ROOT, 'tools',
-                                                                          f'{name}.py'))
+    spec = importlib.util.spec_from_file_location(f'tool_{name}',
+                                                  osp.join(ROOT, 'tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -86,8 +86,9 @@ def test_fid_of_gaussian_features():
     # closed form of the true (diagonal) Gaussians within sampling error
     other = rng.normal(size=(4000, 16)) * scale * 1.5 + 0.3
     mu_o, sigma_o = np.mean(other, 0), np.cov(other.T)
-    reference = (np.sum((mu - mu_o)**2) +
-                 np.trace(sigma + sigma_o - 2 * scipy.linalg.sqrtm(sigma @ sigma_o).real))
+    reference = (
+        np.sum((mu - mu_o)**2) +
+        np.trace(sigma + sigma_o - 2 * scipy.linalg.sqrtm(sigma @ sigma_o).real))
     got = frechet_distance(*feature_statistics(feats), *feature_statistics(other))
     assert got == pytest.approx(reference, rel=1e-8)
     true = 16 * 0.3**2 + np.sum((scale - 1.5 * scale)**2)
@@ -140,8 +141,7 @@ def test_missing_inception_weights_is_a_clear_error(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'samples' / '000000.png')
     eval_fid = _load_tool('eval_fid')
     with pytest.raises(FileNotFoundError, match=INCEPTION_FILE):
-        eval_fid.main([str(tmp_path / 'samples'), str(tmp_path / 'samples'),
-                       '--weights', missing])
+        eval_fid.main([str(tmp_path / 'samples'), str(tmp_path / 'samples'), '--weights', missing])
     with pytest.raises(ValueError, match="'inception' or 'classifier'"):
         build_feature_net(dict(type='vgg'))
 
@@ -166,8 +166,8 @@ def _random_inception_weights(path):
 def test_inception_feature_net_through_torch_fidelity(tmp_path):
     weights = str(tmp_path / INCEPTION_FILE)
     _random_inception_weights(weights)
-    net = build_feature_net(dict(type='inception', weights_path=weights, batch_size=8,
-                                 isc_splits=1, save_cpu_ram=True))
+    net = build_feature_net(
+        dict(type='inception', weights_path=weights, batch_size=8, isc_splits=1, save_cpu_ram=True))
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=gen)
     b = (torch.rand(3, 3, 32, 32, generator=gen) * 80).to(torch.uint8)
@@ -218,8 +218,8 @@ def test_classifier_feature_net(tmp_path, classifier_net):
     # images of different sizes need input_size
     (tmp_path / 'mixed').mkdir()
     for i, size in enumerate((32, 32, 16)):
-        Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(
-            tmp_path / 'mixed' / f'{i}.png')
+        Image.fromarray(np.full((size, size, 3), 40 * i,
+                                np.uint8)).save(tmp_path / 'mixed' / f'{i}.png')
     with pytest.raises(ValueError, match='input_size'):
         classifier_net.compute_metrics(str(tmp_path / 'mixed'), a)
 
@@ -272,8 +272,7 @@ def tiny_generator(tmp_path_factory):
         state.update({f'{name}.{k}': v for k, v in part.state_dict().items()})
     ckpt = root / 'tiny_addp_random.pth'
     torch.save({'state_dict': state, 'meta': {}}, ckpt)
-    return dict(config=str(base), nodata=str(nodata), checkpoint=str(ckpt), root=root,
-                state=state)
+    return dict(config=str(base), nodata=str(nodata), checkpoint=str(ckpt), root=root, state=state)
 
 
 GEN_ARGS = ['--num-samples', '5', '--steps', '3', '--seed', '7']
@@ -284,12 +283,16 @@ def test_generate_one_vs_two_processes(tmp_path, tiny_generator):
     cfg = Config.fromfile(tiny_generator['nodata'])
     assert cfg.train_dataloader is None and cfg.val_dataloader is None
     one, two = tmp_path / 'one', tmp_path / 'two'
-    _subprocess([sys.executable, 'tools/generate.py', tiny_generator['nodata'],
-                 tiny_generator['checkpoint'], '--out', str(one), '--batch-size', '2',
-                 *GEN_ARGS])
-    proc = _subprocess(['bash', 'tools/dist_generate.sh', tiny_generator['config'],
-                        tiny_generator['checkpoint'], '2', '--out', str(two), '--batch-size',
-                        '3', *GEN_ARGS, '--cfg-options', 'train_dataloader=None'],
+    _subprocess([
+        sys.executable, 'tools/generate.py', tiny_generator['nodata'], tiny_generator['checkpoint'],
+        '--out',
+        str(one), '--batch-size', '2', *GEN_ARGS
+    ])
+    proc = _subprocess([
+        'bash', 'tools/dist_generate.sh', tiny_generator['config'], tiny_generator['checkpoint'],
+        '2', '--out',
+        str(two), '--batch-size', '3', *GEN_ARGS, '--cfg-options', 'train_dataloader=None'
+    ],
                        PORT=str(_free_port()))
     assert '5 samples (2 process(es)' in proc.stdout
     names = [f'{i:06d}.png' for i in range(5)]
@@ -311,32 +314,53 @@ def test_generate_refuses_bad_input(tmp_path, tiny_generator):
     out = tmp_path / 'out'
     out.mkdir()
     (out / 'notes.txt').write_text('keep')
-    args = [tiny_generator['nodata'], tiny_generator['checkpoint'], '--out', str(out),
-            '--num-samples', '2', '--steps', '2']
+    args = [
+        tiny_generator['nodata'], tiny_generator['checkpoint'], '--out',
+        str(out), '--num-samples', '2', '--steps', '2'
+    ]
     with pytest.raises(FileExistsError, match='not empty.*--overwrite'):
         generate.main(args)
     with pytest.raises(FileNotFoundError, match='Checkpoint file not found'):
-        generate.main([tiny_generator['nodata'], str(tmp_path / 'nope.pth'), '--out',
-                       str(tmp_path / 'fresh')])
+        generate.main([
+            tiny_generator['nodata'],
+            str(tmp_path / 'nope.pth'), '--out',
+            str(tmp_path / 'fresh')
+        ])
     # wrong kinds of checkpoint: a tokenizer's, a classifier's (encoder only)
-    torch.save({'state_dict': {'encoder.conv_in.weight': torch.zeros(16, 3, 3, 3)}},
-               tmp_path / 'tok.pth')
+    torch.save({'state_dict': {
+        'encoder.conv_in.weight': torch.zeros(16, 3, 3, 3)
+    }}, tmp_path / 'tok.pth')
     with pytest.raises(ValueError, match='not an ADDP checkpoint'):
-        generate.main([tiny_generator['nodata'], str(tmp_path / 'tok.pth'), '--out',
-                       str(tmp_path / 'fresh')])
-    torch.save({'state_dict': {'backbone.cls_token': torch.zeros(1, 1, 32),
-                               'head.fc.weight': torch.zeros(2, 32)}}, tmp_path / 'cls.pth')
+        generate.main(
+            [tiny_generator['nodata'],
+             str(tmp_path / 'tok.pth'), '--out',
+             str(tmp_path / 'fresh')])
+    torch.save(
+        {
+            'state_dict': {
+                'backbone.cls_token': torch.zeros(1, 1, 32),
+                'head.fc.weight': torch.zeros(2, 32)
+            }
+        }, tmp_path / 'cls.pth')
     with pytest.raises(ValueError, match='lacks trained ADDP weights'):
-        generate.main([tiny_generator['nodata'], str(tmp_path / 'cls.pth'), '--out',
-                       str(tmp_path / 'fresh')])
+        generate.main(
+            [tiny_generator['nodata'],
+             str(tmp_path / 'cls.pth'), '--out',
+             str(tmp_path / 'fresh')])
     assert not osp.exists(tmp_path / 'fresh')  # nothing written before the checks
     # no weights for the frozen parts anywhere
-    trained_only = {k: v for k, v in tiny_generator['state'].items()
-                    if not k.startswith(('tokenizer.', 'token_predictor.'))}
+    trained_only = {
+        k: v
+        for k, v in tiny_generator['state'].items()
+        if not k.startswith(('tokenizer.', 'token_predictor.'))
+    }
     torch.save({'state_dict': trained_only}, tmp_path / 'trained_only.pth')
     with pytest.raises(ValueError, match=r"No weights for \['tokenizer', 'token_predictor'\]"):
-        generate.main([tiny_generator['nodata'], str(tmp_path / 'trained_only.pth'), '--out',
-                       str(tmp_path / 'fresh')])
+        generate.main([
+            tiny_generator['nodata'],
+            str(tmp_path / 'trained_only.pth'), '--out',
+            str(tmp_path / 'fresh')
+        ])
     # --overwrite replaces samples and grid of an earlier, larger run, keeps other files
     for i in range(4):
         (out / f'{i:06d}.png').write_bytes(b'stale')
@@ -344,18 +368,22 @@ def test_generate_refuses_bad_input(tmp_path, tiny_generator):
     assert sorted(os.listdir(out)) == ['000000.png', '000001.png', 'grid.png', 'notes.txt']
 
 
-def test_eval_fid_tool_with_a_classifier(tmp_path, tiny_generator, tiny_cls_root,
-                                         classifier_net):
+def test_eval_fid_tool_with_a_classifier(tmp_path, tiny_generator, tiny_cls_root, classifier_net):
     from mmaddp.evaluation.generation_metrics import UInt8Images
     generate, eval_fid = _load_tool('generate'), _load_tool('eval_fid')
     samples = tmp_path / 'samples'
-    generate.main([tiny_generator['nodata'], tiny_generator['checkpoint'], '--out',
-                   str(samples), '--num-samples', '6', '--steps', '2'])
+    generate.main([
+        tiny_generator['nodata'], tiny_generator['checkpoint'], '--out',
+        str(samples), '--num-samples', '6', '--steps', '2'
+    ])
     ckpt = tmp_path / 'feature_net.pth'  # the fixture's classifier, so IS can be written out
     torch.save({'state_dict': classifier_net.model.state_dict()}, ckpt)
-    record = eval_fid.main([str(samples), osp.join(tiny_cls_root, 'val'), '--feature-config',
-                            CLS_CFG, '--feature-checkpoint', str(ckpt), '--splits', '1',
-                            '--out', str(tmp_path / 'fid.json')])
+    record = eval_fid.main([
+        str(samples),
+        osp.join(tiny_cls_root, 'val'), '--feature-config', CLS_CFG, '--feature-checkpoint',
+        str(ckpt), '--splits', '1', '--out',
+        str(tmp_path / 'fid.json')
+    ])
     with open(tmp_path / 'fid.json') as f:
         saved = json.load(f)
     assert saved == record and record['num_samples'] == 6  # grid.png left out
@@ -401,8 +429,11 @@ default_hooks = dict(checkpoint=dict(interval=4), logger=dict(interval=1))
 
 def test_generation_eval_hook_in_training(tmp_path, tiny_generator, demo_root, tiny_cls_root):
     cfg = tiny_generator['root'] / 'tiny_addp_hook.py'
-    cfg.write_text(HOOK_CFG.format(data_root=osp.join(demo_root, 'pretrain'), cls_cfg=CLS_CFG,
-                                   ref_dir=osp.join(tiny_cls_root, 'val')))
+    cfg.write_text(
+        HOOK_CFG.format(
+            data_root=osp.join(demo_root, 'pretrain'),
+            cls_cfg=CLS_CFG,
+            ref_dir=osp.join(tiny_cls_root, 'val')))
     work = tmp_path / 'work'
     _subprocess([sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work)])
     (run_dir, ) = [d for d in os.listdir(work) if osp.isdir(work / d / 'vis_data')]
@@ -411,8 +442,8 @@ def test_generation_eval_hook_in_training(tmp_path, tiny_generator, demo_root, t
         rows = [json.loads(line) for line in f if line.strip()]
     fid = {r['step']: r['generation/fid'] for r in rows if 'generation/fid' in r}
     assert sorted(fid) == [2, 4] and all(math.isfinite(v) and v >= 0 for v in fid.values())
-    assert any(r['step'] == 4 and 1 - 1e-9 <= r['generation/is_mean'] <= 2 + 1e-9
-               for r in rows if 'generation/is_mean' in r)
+    assert any(r['step'] == 4 and 1 - 1e-9 <= r['generation/is_mean'] <= 2 + 1e-9 for r in rows
+               if 'generation/is_mean' in r)
     # the ref_dir hook never hit its interval: it ran once, after training
     gen_dir = [(r['step'], r['gen_dir/fid']) for r in rows if 'gen_dir/fid' in r]
     assert len(gen_dir) == 1 and gen_dir[0][0] == 4 and math.isfinite(gen_dir[0][1])
@@ -438,14 +469,21 @@ def test_reference_samplers_and_predictor_sampler(tmp_path, tiny_generator):
     sample, predictor runs the token predictor alone (needs checkpoints)."""
     for sampler in ('start', 'noise'):
         out = tmp_path / sampler
-        _subprocess([sys.executable, 'tools/generate.py', tiny_generator['nodata'],
-                     tiny_generator['checkpoint'], '--sampler', sampler, '--out', str(out),
-                     *GEN_ARGS])
+        _subprocess([
+            sys.executable, 'tools/generate.py', tiny_generator['nodata'],
+            tiny_generator['checkpoint'], '--sampler', sampler, '--out',
+            str(out), *GEN_ARGS
+        ])
         images = [np.asarray(Image.open(out / f'{i:06d}.png')) for i in range(5)]
         same = all(np.array_equal(images[0], im) for im in images[1:])
         assert same == (sampler == 'start')
-    proc = subprocess.run([sys.executable, 'tools/generate.py', tiny_generator['nodata'],
-                           tiny_generator['checkpoint'], '--sampler', 'predictor', '--out',
-                           str(tmp_path / 'pred'), *GEN_ARGS], cwd=ROOT, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = subprocess.run([
+        sys.executable, 'tools/generate.py', tiny_generator['nodata'], tiny_generator['checkpoint'],
+        '--sampler', 'predictor', '--out',
+        str(tmp_path / 'pred'), *GEN_ARGS
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode != 0 and "needs model.<part>.checkpoint for ['tokenizer'" in proc.stderr

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from test_addp import L, tiny_addp
 
 
@@ -15,8 +14,7 @@ def model():
 
 @pytest.mark.parametrize('schedule,steps', [('cosine', 6), ('linear', 4)])
 def test_masked_counts_follow_schedule(model, schedule, steps):
-    images, trace = model.generate(3, steps=steps, schedule=schedule, seed=0,
-                                   return_trace=True)
+    images, trace = model.generate(3, steps=steps, schedule=schedule, seed=0, return_trace=True)
     assert images.shape == (3, 3, 32, 32)
     assert images.min() >= 0 and images.max() <= 1
     previous = L
@@ -65,15 +63,21 @@ def test_predictor_alone_samples_mage_style(model):
     """The token predictor sampling by itself (the baseline ADDP must beat)
     runs the same sampler: the same masked counts per step, revealed ids kept,
     each sample from its own seed, and the final ids decoded by the tokenizer."""
-    from mmaddp.models.utils.iterative_sampler import make_generators, sample_ids
+    from mmaddp.models.diffusion import make_generators, sample_ids
     predictor = model.token_predictor
     steps, seen = 6, []
 
     def record(ids, masked, probs):
         seen.append((ids.clone(), masked.clone()))
 
-    ids = sample_ids(predictor.predict_probs, 3, L, steps, make_generators(3, 'cpu', seed=0),
-                     'cpu', on_step=record)
+    ids = sample_ids(
+        predictor.predict_probs,
+        3,
+        L,
+        steps,
+        make_generators(3, 'cpu', seed=0),
+        'cpu',
+        on_step=record)
     addp_images, addp_trace = model.generate(3, steps=steps, seed=0, return_trace=True)
     for (_, masked), state in zip(seen, addp_trace):
         assert torch.equal(masked.sum(1), state['mask'].sum(1))  # same reveal schedule

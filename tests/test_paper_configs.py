@@ -25,8 +25,8 @@ What the training check changes, and nothing else:
 * Mask R-CNN samples 64 RoIs per image for its box/mask heads (not 512);
 * data: the bundled demo data (``demo_root``), i.e. ``CustomDataset`` on
   ``imagenet/`` (10 classes), ``DigitsSegDataset`` on ``ade/`` (11 classes,
-  label 0 is a class, so ``LoadAnnotations`` keeps label 0), ``CocoDataset`` on ``coco/`` (10 classes); heads get
-  those class counts; batch 4 / 2 / 2, no workers;
+  label 0 is a class, so ``LoadAnnotations`` keeps label 0), ``CocoDataset``
+  on ``coco/`` (10 classes); heads get those class counts; batch 4 / 2 / 2, no workers;
 * ``AmpOptimWrapper`` -> ``OptimWrapper`` (no CUDA AMP on CPU);
 * no lr schedule (warm-up starts at 1e-4 / 1e-6 of the lr, too small to move
   fp32 weights in one step: the schedules are checked on their own in step 1);
@@ -108,8 +108,9 @@ def _simulate_lr(param_scheduler, lr, iters, epoch_length=1, at=()):
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=lr)
     schedulers = [
-        PARAM_SCHEDULERS.build(copy.deepcopy(dict(s)),
-                               default_args=dict(optimizer=optimizer, epoch_length=epoch_length))
+        PARAM_SCHEDULERS.build(
+            copy.deepcopy(dict(s)),
+            default_args=dict(optimizer=optimizer, epoch_length=epoch_length))
         for s in param_scheduler
     ]
     seen = {}
@@ -158,8 +159,7 @@ def test_checkpoint_variable_and_published_target(rel):
     assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=cfg.pretrained)
     with open(osp.join(ROOT, 'configs', rel)) as f:
         text = f.read()
-    header = ''.join(line for line in text.splitlines(keepends=True)
-                     if line.startswith('#'))
+    header = ''.join(line for line in text.splitlines(keepends=True) if line.startswith('#'))
     assert PUBLISHED[(_task(rel), size)] in header, 'the header names the published result'
     # one top-level variable, so that a single --cfg-options / edit moves it
     assert re.search(r"^pretrained = '[^']+'", text, re.M)
@@ -221,8 +221,12 @@ def test_imagenet_recipe(rel):
     assert cfg.train_cfg.max_epochs == spec['epochs']
     epoch_len = 10  # iterations per epoch in the simulation
     warm = spec['warmup'] * epoch_len
-    lrs = _simulate_lr(cfg.param_scheduler, opt.lr, spec['epochs'] * epoch_len,
-                       epoch_length=epoch_len, at=(0, warm // 2, warm))
+    lrs = _simulate_lr(
+        cfg.param_scheduler,
+        opt.lr,
+        spec['epochs'] * epoch_len,
+        epoch_length=epoch_len,
+        at=(0, warm // 2, warm))
     assert lrs[0] < opt.lr * 1e-3
     assert math.isclose(lrs[warm // 2], opt.lr / 2, rel_tol=0.05)  # linear warm-up
     assert math.isclose(lrs[warm], opt.lr, rel_tol=1e-6)  # peak after the warm-up epochs
@@ -234,8 +238,14 @@ ADE_INDICES = {'b': (3, 5, 7, 11), 'l': (7, 11, 15, 23)}  # blocks 4/6/8/12 styl
 ADE_DROP_PATH = {'b': 0.1, 'l': 0.2}
 # the spec's numbers: UperNet, 512x512, 160k iterations, layer decay 0.65,
 # strides 4/8/16/32; the rest is the MAE/BEiT recipe the spec refers to
-ADE = dict(crop=(512, 512), iters=160000, layer_decay=0.65, lr=1e-4, weight_decay=0.05,
-           warmup=1500, batch=16)
+ADE = dict(
+    crop=(512, 512),
+    iters=160000,
+    layer_decay=0.65,
+    lr=1e-4,
+    weight_decay=0.05,
+    warmup=1500,
+    batch=16)
 
 
 @pytest.mark.parametrize('rel', _of('upernet'))
@@ -274,8 +284,11 @@ def test_ade20k_recipe(rel):
 
     assert cfg.train_cfg.type == 'IterBasedTrainLoop'
     assert cfg.train_cfg.max_iters == ADE['iters']
-    lrs = _simulate_lr(cfg.param_scheduler, ADE['lr'], ADE['iters'],
-                       at=(0, ADE['warmup'], (ADE['iters'] + ADE['warmup']) // 2))
+    lrs = _simulate_lr(
+        cfg.param_scheduler,
+        ADE['lr'],
+        ADE['iters'],
+        at=(0, ADE['warmup'], (ADE['iters'] + ADE['warmup']) // 2))
     assert lrs[0] < ADE['lr'] * 1e-3
     assert math.isclose(lrs[ADE['warmup']], ADE['lr'], rel_tol=1e-6)
     assert math.isclose(lrs[(ADE['iters'] + ADE['warmup']) // 2], ADE['lr'] / 2, rel_tol=1e-3)
@@ -306,8 +319,8 @@ class _Probe(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         self.after = self._params(runner)
         self.outputs = outputs
-        self.groups = [(g.get('param_name'), g['lr']) for g in
-                       runner.optim_wrapper.optimizer.param_groups]
+        self.groups = [(g.get('param_name'), g['lr'])
+                       for g in runner.optim_wrapper.optimizer.param_groups]
 
 
 def _remap(indices, depth):
@@ -385,8 +398,11 @@ def _for_one_cpu_iteration(cfg, task, demo_root, work_dir):
         batch = 4
         _shrink_backbone(cfg.model.backbone, size)
         dataset.pop('split', None)
-        dataset.update(type='CustomDataset', data_root=osp.join(demo_root, 'imagenet'),
-                       data_prefix='train', indices=batch)  # one epoch = one iteration
+        dataset.update(
+            type='CustomDataset',
+            data_root=osp.join(demo_root, 'imagenet'),
+            data_prefix='train',
+            indices=batch)  # one epoch = one iteration
         _find(dataset.pipeline, 'RandomResizedCrop').scale = size
         cfg.model.head.num_classes = 10
         cfg.data_preprocessor.num_classes = 10  # the Runner hands it to the model
@@ -405,9 +421,11 @@ def _for_one_cpu_iteration(cfg, task, demo_root, work_dir):
         batch = 2
         from mmaddp.datasets import DIGIT_CLASSES
         _shrink_backbone(cfg.model.backbone, size)
-        dataset.update(data_root=osp.join(demo_root, 'coco') + '/',
-                       ann_file='annotations/instances_train2017.json',
-                       data_prefix=dict(img='train2017/'), metainfo=dict(classes=DIGIT_CLASSES))
+        dataset.update(
+            data_root=osp.join(demo_root, 'coco') + '/',
+            ann_file='annotations/instances_train2017.json',
+            data_prefix=dict(img='train2017/'),
+            metainfo=dict(classes=DIGIT_CLASSES))
         _set_sizes(loader, size)
         _set_sizes(cfg.model.data_preprocessor, size)
         _set_num_classes(cfg.model, len(DIGIT_CLASSES))
@@ -421,7 +439,7 @@ def _for_one_cpu_iteration(cfg, task, demo_root, work_dir):
             cfg.train_cfg.max_epochs = 1
     loader.batch_size = batch
     if 'val_interval' in cfg.train_cfg:
-        cfg.train_cfg.val_interval = 10 ** 6
+        cfg.train_cfg.val_interval = 10**6
     return batch
 
 
@@ -476,12 +494,13 @@ def test_one_training_iteration(rel, demo_root, tmp_path):
     by_name = dict(probe.groups)
     if layer_decay is not None:
         # embeddings sit DEPTH + 1 levels below the top (blocks, then head)
-        assert math.isclose(by_name['backbone.patch_embed.proj.weight'],
-                            lr * layer_decay ** (DEPTH + 1), rel_tol=1e-6)
-        assert math.isclose(by_name[f'backbone.blocks.{DEPTH - 1}.attn.qkv.weight'],
-                            lr * layer_decay, rel_tol=1e-6)
+        assert math.isclose(
+            by_name['backbone.patch_embed.proj.weight'],
+            lr * layer_decay**(DEPTH + 1),
+            rel_tol=1e-6)
+        assert math.isclose(
+            by_name[f'backbone.blocks.{DEPTH - 1}.attn.qkv.weight'], lr * layer_decay, rel_tol=1e-6)
         head_lrs = {v for n, v in by_name.items() if not n.startswith('backbone.')}
         assert all(math.isclose(v, lr, rel_tol=1e-6) for v in head_lrs)
     else:
-        assert all(math.isclose(g['lr'], lr) for g in
-                   runner.optim_wrapper.optimizer.param_groups)
+        assert all(math.isclose(g['lr'], lr) for g in runner.optim_wrapper.optimizer.param_groups)

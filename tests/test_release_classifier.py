@@ -30,9 +30,17 @@ def timm_classifier(state, img_size, num_classes):
     fc_norm, head; no pre-block norm, no final norm."""
     dim = state['cls_token'].shape[-1]
     depth = len({k.split('.')[1] for k in state if k.startswith('blocks.')})
-    ref = VisionTransformer(img_size=img_size, patch_size=16, embed_dim=dim, depth=depth,
-                            num_heads=4, qkv_bias=True, global_pool='avg', fc_norm=True,
-                            num_classes=num_classes, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+    ref = VisionTransformer(
+        img_size=img_size,
+        patch_size=16,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=4,
+        qkv_bias=True,
+        global_pool='avg',
+        fc_norm=True,
+        num_classes=num_classes,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6))
     ref.load_state_dict(state, strict=True)  # the release layout is timm's, key for key
     return ref.eval()
 
@@ -41,8 +49,13 @@ def test_release_classifier_loads_into_addp_vit(tmp_path):
     ckpt = classifier_checkpoint(dim=64, depth=4, grid=4, num_classes=10)
     path = tmp_path / 'addp-vit-base-16-finetuned.pth'
     torch.save(ckpt, path)
-    backbone = ADDPViT(arch='nano', img_size=64, out_type='avg_featmap', pre_norm=False,
-                       final_norm=False, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    backbone = ADDPViT(
+        arch='nano',
+        img_size=64,
+        out_type='avg_featmap',
+        pre_norm=False,
+        final_norm=False,
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     backbone.init_weights()
     state = ckpt['model']
     assert torch.equal(backbone.pooled_norm.weight, state['fc_norm.weight'])
@@ -72,9 +85,16 @@ test_evaluator = dict(topk=(1, ))
 
 def _test_tool(config, checkpoint, work_dir, *extra):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    return subprocess.run(
-        [sys.executable, 'tools/test.py', config, str(checkpoint), '--work-dir', str(work_dir),
-         *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([
+        sys.executable, 'tools/test.py', config,
+        str(checkpoint), '--work-dir',
+        str(work_dir), *extra
+    ],
+                          cwd=ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
 
 
 def test_test_tool_scores_a_release_classifier(tmp_path, tiny_cls_root):

@@ -37,8 +37,8 @@ def _check_normal_002(tensors):
 
 def test_addp_vit_from_scratch():
     torch.manual_seed(0)
-    vit = ADDPViT(arch=dict(embed_dims=WIDTH, num_layers=2, num_heads=6), img_size=64,
-                  out_type='avg_featmap')
+    vit = ADDPViT(
+        arch=dict(embed_dims=WIDTH, num_layers=2, num_heads=6), img_size=64, out_type='avg_featmap')
     vit.init_weights()
     _check_linear_and_norms(vit)
     w = vit.patch_embed.proj.weight  # xavier of the (out, in * p * p) matrix
@@ -54,31 +54,51 @@ def test_token_decoder_from_scratch():
     dec.init_weights()
     _check_linear_and_norms(dec)
     assert float(dec.mlm_layer.bias.abs().max()) == 0 and dec.mlm_layer.bias.shape == (1, 1, 2025)
-    _check_normal_002(dict(mask_token=dec.mask_token, token_emb=dec.token_emb.weight,
-                           pos=dec.decoder_pos_embed_learned, pos_mask=dec.decoder_pos_mask_embed,
-                           pos_token=dec.decoder_pos_token_embed))
+    _check_normal_002(
+        dict(
+            mask_token=dec.mask_token,
+            token_emb=dec.token_emb.weight,
+            pos=dec.decoder_pos_embed_learned,
+            pos_mask=dec.decoder_pos_mask_embed,
+            pos_token=dec.decoder_pos_token_embed))
 
 
 def test_token_predictor_from_scratch():
     torch.manual_seed(0)
-    pred = TokenPredictor(arch=dict(embed_dims=WIDTH, depth=2, num_heads=6,
-                                    decoder_embed_dims=WIDTH // 2, decoder_depth=1,
-                                    decoder_num_heads=4), num_tokens=64)
+    pred = TokenPredictor(
+        arch=dict(
+            embed_dims=WIDTH,
+            depth=2,
+            num_heads=6,
+            decoder_embed_dims=WIDTH // 2,
+            decoder_depth=1,
+            decoder_num_heads=4),
+        num_tokens=64)
     _check_linear_and_norms(pred)
     assert float(pred.mlm_layer.bias.abs().max()) == 0
-    _check_normal_002(dict(words=pred.token_emb.word_embeddings.weight,
-                           positions=pred.token_emb.position_embeddings.weight,
-                           decoder_pos=pred.decoder_pos_embed_learned))
+    _check_normal_002(
+        dict(
+            words=pred.token_emb.word_embeddings.weight,
+            positions=pred.token_emb.position_embeddings.weight,
+            decoder_pos=pred.decoder_pos_embed_learned))
 
 
 @pytest.mark.parametrize('build', [
-    lambda cfg: ADDPViT(arch=dict(embed_dims=WIDTH, num_layers=1, num_heads=6), img_size=64,
-                        init_cfg=cfg),
-    lambda cfg: TokenDecoder(in_channels=WIDTH, embed_dims=WIDTH, depth=1, num_heads=6,
-                             num_tokens=64, init_cfg=cfg),
-    lambda cfg: TokenPredictor(arch=dict(embed_dims=WIDTH, depth=1, num_heads=6,
-                                         decoder_embed_dims=WIDTH, decoder_depth=1,
-                                         decoder_num_heads=6), num_tokens=64, init_cfg=cfg)])
+    lambda cfg: ADDPViT(
+        arch=dict(embed_dims=WIDTH, num_layers=1, num_heads=6), img_size=64, init_cfg=cfg),
+    lambda cfg: TokenDecoder(
+        in_channels=WIDTH, embed_dims=WIDTH, depth=1, num_heads=6, num_tokens=64, init_cfg=cfg),
+    lambda cfg: TokenPredictor(
+        arch=dict(
+            embed_dims=WIDTH,
+            depth=1,
+            num_heads=6,
+            decoder_embed_dims=WIDTH,
+            decoder_depth=1,
+            decoder_num_heads=6),
+        num_tokens=64,
+        init_cfg=cfg)
+])
 def test_explicit_init_cfg_replaces_the_layer_initialisers(build):
     """An mmengine init_cfg (dict or list) wins over xavier for the layers;
     the tokens and tables stay normal(0.02)."""
@@ -86,10 +106,11 @@ def test_explicit_init_cfg_replaces_the_layer_initialisers(build):
     model = build([dict(type='Constant', layer='Linear', val=0.5, bias=0.)])
     model.init_weights()
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    assert linears and all(torch.equal(m.weight, torch.full_like(m.weight, 0.5))
-                           for m in linears)
-    tokens = [p for n, p in model.named_parameters()
-              if n.endswith(('cls_token', 'mask_token', 'word_embeddings.weight'))]
+    assert linears and all(torch.equal(m.weight, torch.full_like(m.weight, 0.5)) for m in linears)
+    tokens = [
+        p for n, p in model.named_parameters()
+        if n.endswith(('cls_token', 'mask_token', 'word_embeddings.weight'))
+    ]
     _check_normal_002({str(i): t for i, t in enumerate(tokens)})
 
 
@@ -98,11 +119,19 @@ def test_init_cfg_may_redraw_token_tables():
     init_cfg can give the nn.Embedding tables another std (the tiny
     predictor config does); bare tokens keep 0.02."""
     torch.manual_seed(0)
-    pred = TokenPredictor(arch=dict(embed_dims=WIDTH, depth=1, num_heads=6,
-                                    decoder_embed_dims=WIDTH, decoder_depth=1,
-                                    decoder_num_heads=6), num_tokens=64,
-                          init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
-                                    dict(type='Normal', layer='Embedding', std=0.12)])
+    pred = TokenPredictor(
+        arch=dict(
+            embed_dims=WIDTH,
+            depth=1,
+            num_heads=6,
+            decoder_embed_dims=WIDTH,
+            decoder_depth=1,
+            decoder_num_heads=6),
+        num_tokens=64,
+        init_cfg=[
+            dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
+            dict(type='Normal', layer='Embedding', std=0.12)
+        ])
     assert float(pred.token_emb.word_embeddings.weight.std()) == pytest.approx(0.12, rel=0.05)
     assert float(pred.blocks[0].attn.qkv.weight.std()) == pytest.approx(0.02, rel=0.05)
     _check_normal_002(dict(decoder_pos=pred.decoder_pos_embed_learned))

@@ -19,7 +19,9 @@ def build(cfg_name):
     import_modules_from_strings(**cfg.custom_imports)
     init_default_scope(cfg.default_scope)
     registry = {
-        'mmpretrain': 'mmpretrain.registry', 'mmdet': 'mmdet.registry', 'mmseg': 'mmseg.registry'
+        'mmpretrain': 'mmpretrain.registry',
+        'mmdet': 'mmdet.registry',
+        'mmseg': 'mmseg.registry'
     }[cfg.default_scope]
     models = __import__(registry, fromlist=['MODELS']).MODELS
     model = models.build(cfg.model)
@@ -52,39 +54,44 @@ def test_build_and_layer_decay(cfg_name, rate):
 
 def test_detector_computes_losses():
     from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
     from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
     _, model = build('tiny_det.py')
-    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64),
-                                         ori_shape=(64, 64), scale_factor=(1., 1.)))
+    sample = DetDataSample(
+        metainfo=dict(
+            img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1., 1.)))
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, 8:40, 8:40] = 1
-    sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 40.]]),
-                                       labels=torch.tensor([3]),
-                                       masks=BitmapMasks(masks.numpy(), 64, 64))
-    data = model.data_preprocessor({'inputs': [torch.randint(0, 255, (3, 64, 64),
-                                                              dtype=torch.uint8)],
-                                    'data_samples': [sample]}, training=True)
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor([[8., 8., 40., 40.]]),
+        labels=torch.tensor([3]),
+        masks=BitmapMasks(masks.numpy(), 64, 64))
+    data = model.data_preprocessor(
+        {
+            'inputs': [torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)],
+            'data_samples': [sample]
+        },
+        training=True)
     losses = model(**data, mode='loss')
     for key in ('loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'):
         value = losses[key]
         value = sum(value) if isinstance(value, list) else value
         assert torch.isfinite(value).all(), key
-    total = sum(v.sum() for k, v in losses.items() if 'loss' in k
-                and isinstance(v, torch.Tensor)) + sum(sum(v) for k, v in losses.items()
-                                                        if isinstance(v, list))
+    total = sum(v.sum()
+                for k, v in losses.items() if 'loss' in k and isinstance(v, torch.Tensor)) + sum(
+                    sum(v) for k, v in losses.items() if isinstance(v, list))
     total.backward()
     assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
 
 
 def test_segmentor_features_and_output():
-    from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
     _, model = build('tiny_seg.py')
     feats = model.extract_feat(torch.randn(2, 3, 64, 64))
     assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2)]
-    sample = SegDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
-                                         pad_shape=(64, 64)))
+    sample = SegDataSample(
+        metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64)))
     sample.gt_sem_seg = PixelData(data=torch.randint(0, 11, (1, 64, 64)))
     losses = model(torch.randn(2, 3, 64, 64), [sample, sample], mode='loss')
     assert torch.isfinite(losses['decode.loss_ce']) and torch.isfinite(losses['aux.loss_ce'])

@@ -7,32 +7,45 @@ import os.path as osp
 import subprocess
 import sys
 
-from conftest import ROOT
 from test_addp_training import _free_port, logged_losses
 
+from conftest import ROOT
+
 DET_CFG = osp.join(ROOT, 'configs', 'mask_rcnn',
-                   'mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb8-500i_demo-64px.py')
+                   'mask-rcnn_addp-vit-nano-p4_simple-fpn_1xb8-500i_demo-64px.py')
 ITERS = 40
 
 
 def test_dist_train_tiny_coco_two_cpu_processes(tmp_path, demo_root):
     coco = osp.join(demo_root, 'coco') + '/'
-    env = dict(os.environ, PORT=str(_free_port()), PYTHON=sys.executable, PYTHONPATH=ROOT,
-               OMP_NUM_THREADS='1')
+    env = dict(
+        os.environ,
+        PORT=str(_free_port()),
+        PYTHON=sys.executable,
+        PYTHONPATH=ROOT,
+        OMP_NUM_THREADS='1')
     work = tmp_path / 'det'
     ann = coco + 'annotations/instances_val2017.json'
-    test_options = [f'test_dataloader.dataset.data_root={coco}', f'test_evaluator.ann_file={ann}',
-                    'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
-                    'model.test_cfg.rcnn.score_thr=0.0']  # 40 iterations: keep low scores too
-    proc = subprocess.run(
-        ['bash', 'tools/dist_train.sh', DET_CFG, '2', '--work-dir', str(work), '--no-validate',
-         '--test', '--cfg-options', f'train_dataloader.dataset.data_root={coco}', *test_options,
-         'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-         'train_dataloader.persistent_workers=False', 'model.backbone.init_cfg=None',
-         f'train_cfg.max_iters={ITERS}', 'param_scheduler.0.end=10',
-         f'param_scheduler.1.end={ITERS}', f'param_scheduler.1.milestones=[{ITERS}]',
-         f'default_hooks.checkpoint.interval={ITERS}', 'default_hooks.logger.interval=10'],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    test_options = [
+        f'test_dataloader.dataset.data_root={coco}', f'test_evaluator.ann_file={ann}',
+        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+        'model.test_cfg.rcnn.score_thr=0.0'
+    ]  # 40 iterations: keep low scores too
+    proc = subprocess.run([
+        'bash', 'tools/dist_train.sh', DET_CFG, '2', '--work-dir',
+        str(work), '--no-validate', '--test', '--cfg-options',
+        f'train_dataloader.dataset.data_root={coco}', *test_options,
+        'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False', 'model.backbone.init_cfg=None',
+        f'train_cfg.max_iters={ITERS}', 'param_scheduler.0.end=10',
+        f'param_scheduler.1.end={ITERS}', f'param_scheduler.1.milestones=[{ITERS}]',
+        f'default_hooks.checkpoint.interval={ITERS}', 'default_hooks.logger.interval=10'
+    ],
+                          cwd=ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=1200)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
@@ -46,11 +59,16 @@ def test_dist_train_tiny_coco_two_cpu_processes(tmp_path, demo_root):
 
     # tools/test.py prints COCO AP and writes it to the work dir
     test_dir = tmp_path / 'test'
-    proc = subprocess.run(
-        [sys.executable, 'tools/test.py', DET_CFG, str(ckpt), '--work-dir', str(test_dir),
-         '--cfg-options', *test_options, 'model.backbone.init_cfg=None'],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-        timeout=1200)
+    proc = subprocess.run([
+        sys.executable, 'tools/test.py', DET_CFG,
+        str(ckpt), '--work-dir',
+        str(test_dir), '--cfg-options', *test_options, 'model.backbone.init_cfg=None'
+    ],
+                          cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True,
+                          text=True,
+                          timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     record = json.loads((test_dir / 'test_metrics.json').read_text())
     assert record['checkpoint'] == str(ckpt)

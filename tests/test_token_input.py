@@ -5,8 +5,14 @@ import torch
 from mmaddp.models import ADDPViT
 from mmaddp.models.tokenizers import VQTokenizer
 
-TOKENIZER = dict(type='VQTokenizer', base_channels=8, channel_mults=(1, 2, 2, 2),
-                 num_res_blocks=1, code_dim=8, num_codes=16, norm_groups=4)
+TOKENIZER = dict(
+    type='VQTokenizer',
+    base_channels=8,
+    channel_mults=(1, 2, 2, 2),
+    num_res_blocks=1,
+    code_dim=8,
+    num_codes=16,
+    norm_groups=4)
 MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 
@@ -20,10 +26,13 @@ def tokenizer_file(tmp_path):
 
 
 def make(tokenizer_path, **kwargs):
-    model = ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2), img_size=32,
-                    patch_size=8, out_type='raw',
-                    token_input=dict(tokenizer=dict(TOKENIZER, checkpoint=tokenizer_path)),
-                    **kwargs)
+    model = ADDPViT(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+        img_size=32,
+        patch_size=8,
+        out_type='raw',
+        token_input=dict(tokenizer=dict(TOKENIZER, checkpoint=tokenizer_path)),
+        **kwargs)
     model.init_weights()
     return model
 
@@ -75,10 +84,17 @@ def test_tokenizer_is_frozen_and_outside_the_state(tokenizer_file):
 def test_patch_size_must_match_tokenizer(tokenizer_file):
     path, _ = tokenizer_file
     with pytest.raises(ValueError, match='downsamples by 8.*patch size is 16'):
-        ADDPViT(arch='pico', img_size=32, patch_size=16,
-                token_input=dict(tokenizer=dict(TOKENIZER, checkpoint=path)))
+        ADDPViT(
+            arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+            img_size=32,
+            patch_size=16,
+            token_input=dict(tokenizer=dict(TOKENIZER, checkpoint=path)))
     with pytest.raises(ValueError, match='tokenizer config'):
-        ADDPViT(arch='pico', img_size=32, patch_size=8, token_input=dict(tokenizer=None))
+        ADDPViT(
+            arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+            img_size=32,
+            patch_size=8,
+            token_input=dict(tokenizer=None))
 
 
 def test_fine_tuned_code_id_encoder_loads_into_another_one(tokenizer_file, tmp_path):
@@ -91,17 +107,22 @@ def test_fine_tuned_code_id_encoder_loads_into_another_one(tokenizer_file, tmp_p
     with torch.no_grad():
         source.patch_embed.embedding.weight.normal_()
     ckpt = tmp_path / 'cls_token.pth'
-    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in source.state_dict().items()}),
-               ckpt)
-    target = ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2), img_size=64,
-                     patch_size=8, out_type='featmap',
-                     token_input=dict(tokenizer=dict(TOKENIZER, checkpoint=path)),
-                     init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in source.state_dict().items()}), ckpt)
+    target = ADDPViT(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+        img_size=64,
+        patch_size=8,
+        out_type='featmap',
+        token_input=dict(tokenizer=dict(TOKENIZER, checkpoint=path)),
+        init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
     target.init_weights()
     assert torch.equal(target.patch_embed.embedding.weight, source.patch_embed.embedding.weight)
     assert torch.equal(target.blocks[1].mlp.fc2.weight, source.blocks[1].mlp.fc2.weight)
     assert target.pos_embed.shape[1] == 1 + 8 * 8  # resized from 4 x 4
-    pixels = ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2), img_size=32,
-                     patch_size=8, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    pixels = ADDPViT(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+        img_size=32,
+        patch_size=8,
+        init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
     with pytest.raises(ValueError, match='reads tokenizer code ids.*set token_input'):
         pixels.init_weights()

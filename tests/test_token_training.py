@@ -9,8 +9,11 @@ from conftest import PREDICTOR_CFG, TOKENIZER_CFG, run
 
 def evaluate(tmp_path, config, checkpoint, data_root, extra=()):
     """tools/test.py on a checkpoint; returns the printed metrics."""
-    proc = run(['tools/test.py', config, str(checkpoint), '--work-dir', str(tmp_path),
-                '--cfg-options', f'test_dataloader.dataset.data_root={data_root}', *extra])
+    proc = run([
+        'tools/test.py', config,
+        str(checkpoint), '--work-dir',
+        str(tmp_path), '--cfg-options', f'test_dataloader.dataset.data_root={data_root}', *extra
+    ])
     return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
 
 
@@ -40,6 +43,6 @@ def test_tokenizer_learns(tmp_path, trained_tokenizer):
 def test_token_predictor_learns(tmp_path, trained_tokenizer, trained_predictor):
     tokenizer_ckpt, data_root = trained_tokenizer
     metrics = evaluate(tmp_path, PREDICTOR_CFG, trained_predictor, data_root,
-                           [f'model.tokenizer.checkpoint={tokenizer_ckpt}'])
+                       [f'model.tokenizer.checkpoint={tokenizer_ckpt}'])
     print(metrics)
     assert metrics['token_predictor/accuracy'] > metrics['token_predictor/majority_baseline']

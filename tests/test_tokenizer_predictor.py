@@ -26,8 +26,13 @@ def test_released_vqgan_loads_exactly(tmp_path):
     assert full == vqgan_shapes(ch=128, code=256, codes=1024)
 
 
-SMALL_MAGE = dict(embed_dims=32, depth=2, num_heads=2, decoder_embed_dims=48, decoder_depth=2,
-                  decoder_num_heads=4)
+SMALL_MAGE = dict(
+    embed_dims=32,
+    depth=2,
+    num_heads=2,
+    decoder_embed_dims=48,
+    decoder_depth=2,
+    decoder_num_heads=4)
 
 
 def test_released_mage_loads_exactly(tmp_path):
@@ -51,8 +56,8 @@ def test_released_mage_loads_exactly(tmp_path):
         logits = pred.eval().logits(ids, mask)
         pred.mlm_layer.bias.zero_()
         without = pred.logits(ids, mask)
-    torch.testing.assert_close(logits - without, state['mlm_layer.bias'][..., :1024].expand_as(
-        logits), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits - without, state['mlm_layer.bias'][..., :1024].expand_as(logits), atol=1e-5, rtol=0)
     # the named archs are MAGE ViT-B / ViT-L (names and shapes)
     full_b = {k: tuple(v.shape) for k, v in TokenPredictor('b').state_dict().items()}
     assert full_b == mage_shapes(768, 12, 768, 8)[0]
@@ -62,8 +67,9 @@ def test_mage_checkpoint_of_wrong_shape_is_refused(tmp_path):
     state = mage_checkpoint()
     state['mlm_layer.bias'] = torch.zeros(1, 1, 2000)  # another vocabulary
     torch.save({'model': state}, tmp_path / 'mage.pth')
-    with pytest.raises(ValueError, match=r'mlm_layer\.bias: checkpoint \(1, 1, 2000\) vs '
-                                         r'model \(1, 1, 2025\)'):
+    with pytest.raises(
+            ValueError, match=r'mlm_layer\.bias: checkpoint \(1, 1, 2000\) vs '
+            r'model \(1, 1, 2025\)'):
         TokenPredictor(arch=SMALL_MAGE, checkpoint=str(tmp_path / 'mage.pth'))
 
 
@@ -90,8 +96,8 @@ def test_predictor_table_learns_through_inputs_only():
     that no input shows get no gradient (with the table in the output they
     all would, through the softmax)."""
     torch.manual_seed(0)
-    pred = TokenPredictor(arch=SMALL_MAGE, codebook_size=64, num_classes=1, class_id=64,
-                          num_tokens=16).eval()
+    pred = TokenPredictor(
+        arch=SMALL_MAGE, codebook_size=64, num_classes=1, class_id=64, num_tokens=16).eval()
     ids = torch.randint(0, 32, (2, 16))  # codes 32..63 never appear
     mask = torch.zeros(2, 16, dtype=torch.bool)
     mask[:, :8] = True
@@ -110,21 +116,27 @@ def test_wrong_kind_of_checkpoint(tmp_path):
     torch.save({'model': random_state(used)}, tmp_path / 'mage.pth')
     torch.save({'state_dict': random_state(vqgan_shapes())}, tmp_path / 'vq.ckpt')
     with pytest.raises(ValueError, match='not a VQ tokenizer checkpoint'):
-        VQTokenizer(base_channels=32, code_dim=16, num_codes=64,
-                    checkpoint=str(tmp_path / 'mage.pth'))
+        VQTokenizer(
+            base_channels=32, code_dim=16, num_codes=64, checkpoint=str(tmp_path / 'mage.pth'))
     with pytest.raises(ValueError, match='not a MAGE token predictor checkpoint'):
         TokenPredictor(arch=SMALL_MAGE, checkpoint=str(tmp_path / 'vq.ckpt'))
     with pytest.raises(ValueError, match='does not fit'):
-        VQTokenizer(base_channels=64, code_dim=16, num_codes=64,
-                    checkpoint=str(tmp_path / 'vq.ckpt'))
+        VQTokenizer(
+            base_channels=64, code_dim=16, num_codes=64, checkpoint=str(tmp_path / 'vq.ckpt'))
 
 
 # ------------------------------------------------------------ tokenizer API
 @pytest.fixture(scope='module')
 def tiny_tokenizer():
     torch.manual_seed(0)
-    tok = VQTokenizer(base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1, code_dim=8,
-                      num_codes=32, norm_groups=4, frozen=True)
+    tok = VQTokenizer(
+        base_channels=16,
+        channel_mults=(1, 2, 2),
+        num_res_blocks=1,
+        code_dim=8,
+        num_codes=32,
+        norm_groups=4,
+        frozen=True)
     torch.nn.init.normal_(tok.quantize.embedding.weight)
     return tok
 
@@ -162,8 +174,15 @@ def test_frozen_tokenizer_stays_frozen(tiny_tokenizer):
 
 def test_ema_and_dead_code_restart_move_codes():
     torch.manual_seed(0)
-    tok = VQTokenizer(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, code_dim=8,
-                      num_codes=16, norm_groups=4, ema_decay=0.5, restart_dead_codes=True)
+    tok = VQTokenizer(
+        base_channels=16,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        code_dim=8,
+        num_codes=16,
+        norm_groups=4,
+        ema_decay=0.5,
+        restart_dead_codes=True)
     before = tok.quantize.embedding.weight.clone()
     losses = tok.loss(torch.rand(4, 3, 16, 16))
     assert set(losses) == {'loss_commit', 'loss_rec'}  # EMA replaces the codebook term
@@ -175,10 +194,19 @@ def test_ema_and_dead_code_restart_move_codes():
 @pytest.fixture(scope='module')
 def tiny_predictor():
     torch.manual_seed(0)
-    return TokenPredictor(arch=dict(embed_dims=32, depth=2, num_heads=2, decoder_embed_dims=32,
-                                    decoder_depth=1, decoder_num_heads=2),
-                          codebook_size=32, num_classes=1, class_id=32, num_tokens=16,
-                          frozen=True)
+    return TokenPredictor(
+        arch=dict(
+            embed_dims=32,
+            depth=2,
+            num_heads=2,
+            decoder_embed_dims=32,
+            decoder_depth=1,
+            decoder_num_heads=2),
+        codebook_size=32,
+        num_classes=1,
+        class_id=32,
+        num_tokens=16,
+        frozen=True)
 
 
 def test_predict_probs_hides_masked_positions(tiny_predictor):
@@ -211,7 +239,7 @@ def test_masked_positions_share_the_class_vector(tiny_predictor):
 
 
 def test_mask_ratio_sampling():
-    from mmaddp.models.utils import TruncatedNormalMaskRatio
+    from mmaddp.models.diffusion import TruncatedNormalMaskRatio
     sampler = TruncatedNormalMaskRatio()
     ratios = sampler.sample(20000, torch.Generator().manual_seed(0))
     assert ratios.min() >= 0.5 and ratios.max() <= 1.0

@@ -17,21 +17,24 @@ CFG = osp.join(ROOT, 'tests', 'configs', 'tiny_cls.py')
 
 
 def data_options(root):
-    return [f'{k}.dataset.data_root={root}'
-            for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    return [
+        f'{k}.dataset.data_root={root}'
+        for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ]
 
 
 def run(args, env=None):
     env = dict(env or os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
 def train(work_dir, root, *extra, cfg_options=()):
-    return run([sys.executable, 'tools/train.py', CFG, '--work-dir', str(work_dir), *extra,
-                '--cfg-options', *data_options(root), *cfg_options])
+    return run([
+        sys.executable, 'tools/train.py', CFG, '--work-dir',
+        str(work_dir), *extra, '--cfg-options', *data_options(root), *cfg_options
+    ])
 
 
 def load(path):
@@ -60,9 +63,8 @@ def test_resume_continues_exactly(tmp_path, tiny_cls_root, uninterrupted):
     # AdamW state continued: step counts reach 4, moments equal the reference
     for pid, state in resumed['optimizer']['state'].items():
         assert int(state['step']) == 4
-        torch.testing.assert_close(state['exp_avg_sq'],
-                                   reference['optimizer']['state'][pid]['exp_avg_sq'],
-                                   atol=0, rtol=0)
+        torch.testing.assert_close(
+            state['exp_avg_sq'], reference['optimizer']['state'][pid]['exp_avg_sq'], atol=0, rtol=0)
     for key, value in reference['state_dict'].items():
         torch.testing.assert_close(resumed['state_dict'][key], value, atol=0, rtol=0, msg=key)
     changed = any(not torch.equal(first['state_dict'][k], v)
@@ -79,8 +81,11 @@ def test_resume_from_explicit_checkpoint(tmp_path, tiny_cls_root, uninterrupted)
 
 
 def test_test_tool_prints_top1(tmp_path, tiny_cls_root, uninterrupted):
-    proc = run([sys.executable, 'tools/test.py', CFG, str(uninterrupted / 'iter_4.pth'),
-                '--work-dir', str(tmp_path), '--cfg-options', *data_options(tiny_cls_root)])
+    proc = run([
+        sys.executable, 'tools/test.py', CFG,
+        str(uninterrupted / 'iter_4.pth'), '--work-dir',
+        str(tmp_path), '--cfg-options', *data_options(tiny_cls_root)
+    ])
     metrics = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
     assert 0.0 <= metrics['accuracy/top1'] <= 100.0
 
@@ -96,8 +101,11 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_cls_root):
     mean gradient), so DDP really averages across ranks."""
     dist_dir, single_dir = tmp_path / 'dist', tmp_path / 'single'
     env = dict(os.environ, PORT=str(_free_port()), PYTHON=sys.executable)
-    proc = run(['bash', 'tools/dist_train.sh', CFG, '2', '--work-dir', str(dist_dir),
-                '--cfg-options', *data_options(tiny_cls_root)], env=env)
+    proc = run([
+        'bash', 'tools/dist_train.sh', CFG, '2', '--work-dir',
+        str(dist_dir), '--cfg-options', *data_options(tiny_cls_root)
+    ],
+               env=env)
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
     train(single_dir, tiny_cls_root, cfg_options=['train_dataloader.batch_size=8'])
@@ -109,8 +117,7 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_cls_root):
             # is the same for all keys), so AdamW turns float noise of ~1e-10
             # into steps of ~lr: compare it loosely, the q and v biases exactly
             c = b[key].numel() // 3
-            torch.testing.assert_close(a[key][c:2 * c], b[key][c:2 * c], atol=1e-4, rtol=0,
-                                       msg=key)
+            torch.testing.assert_close(a[key][c:2 * c], b[key][c:2 * c], atol=1e-4, rtol=0, msg=key)
             qv = torch.cat([torch.arange(c), torch.arange(2 * c, 3 * c)])
             a[key], b[key] = a[key][qv], b[key][qv]
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
@@ -126,12 +133,21 @@ def test_unknown_cfg_option_is_an_error():
 
 def test_amp_and_missing_files_fail_clearly(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    bad = subprocess.run([sys.executable, 'tools/train.py', str(tmp_path / 'nope.py')],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, 'tools/train.py',
+                          str(tmp_path / 'nope.py')],
+                         cwd=ROOT,
+                         env=env,
+                         capture_output=True,
+                         text=True)
     assert bad.returncode != 0 and 'Config file not found' in bad.stderr
     if not torch.cuda.is_available():
-        amp = subprocess.run([sys.executable, 'tools/train.py', CFG, '--amp', '--work-dir',
-                              str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True)
+        amp = subprocess.run(
+            [sys.executable, 'tools/train.py', CFG, '--amp', '--work-dir',
+             str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True)
         from mmaddp.engine.optimizers import cpu_has_fast_bf16
         if cpu_has_fast_bf16():  # bf16 autocast on this CPU (the run then stops at the data)
             assert '--amp: CPUBf16OptimWrapper' in amp.stdout

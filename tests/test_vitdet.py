@@ -8,19 +8,21 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from test_addp_vit import DEPTH, DIM, HEADS, released_addp_checkpoint
 from timm.models.vision_transformer import Block
 
 from mmaddp.models import ADDPViT, SimpleFeaturePyramid
-from mmaddp.models.backbones.window_attention import WindowBlock
-from mmaddp.models.utils import load_addp_encoder_state_dict
-from test_addp_vit import DEPTH, DIM, HEADS, released_addp_checkpoint
+from mmaddp.models.adapters import WindowBlock
+from mmaddp.models.backbones.addp_vit import load_addp_encoder_state_dict
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
-    'b': osp.join(ROOT, 'configs', 'mask_rcnn',
-                  'mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-1024_100e_coco.py'),
-    'l': osp.join(ROOT, 'configs', 'mask_rcnn',
-                  'mask-rcnn_addp-vit-large-p16_simple-fpn_lsj-1024_100e_coco.py'),
+    'b':
+    osp.join(ROOT, 'configs', 'mask_rcnn',
+             'mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-1024_100e_coco.py'),
+    'l':
+    osp.join(ROOT, 'configs', 'mask_rcnn',
+             'mask-rcnn_addp-vit-large-p16_simple-fpn_lsj-1024_100e_coco.py'),
 }
 C, NH = 16, 2  # block tests: channels, heads
 ln = partial(nn.LayerNorm, eps=1e-6)
@@ -28,12 +30,17 @@ ln = partial(nn.LayerNorm, eps=1e-6)
 
 def make_block(window_size=0, use_rel_pos=False, input_size=None, seed=0):
     torch.manual_seed(seed)
-    block = WindowBlock(C, NH, window_size=window_size, use_rel_pos=use_rel_pos,
-                        input_size=input_size, norm_layer=ln)
+    block = WindowBlock(
+        C,
+        NH,
+        window_size=window_size,
+        use_rel_pos=use_rel_pos,
+        input_size=input_size,
+        norm_layer=ln)
     for name, p in block.named_parameters():  # non-trivial norms and biases too
         if 'rel_pos' not in name:
-            p.data.normal_(0, 0.3 if p.dim() > 1 else 0.1).add_(1.0 if 'norm' in name and
-                                                               name.endswith('weight') else 0)
+            p.data.normal_(0, 0.3 if p.dim() > 1 else
+                           0.1).add_(1.0 if 'norm' in name and name.endswith('weight') else 0)
     return block.eval()
 
 
@@ -84,8 +91,8 @@ def explicit_block(block, x, windowed, tables=None):
             attended = torch.zeros_like(y)
             for r in range(0, y.shape[0], ws):
                 for s in range(0, y.shape[1], ws):
-                    attended[r:r + ws, s:s + ws] = explicit_attention(
-                        block.attn, y[r:r + ws, s:s + ws], tables)
+                    attended[r:r + ws, s:s + ws] = explicit_attention(block.attn,
+                                                                      y[r:r + ws, s:s + ws], tables)
             y = attended[:h, :w]
         else:
             y = explicit_attention(block.attn, y, tables)
@@ -141,8 +148,8 @@ def test_rel_pos_zero_is_identity_and_nonzero_matches_reference():
         randomise_rel_pos(rel)
         ours = rel(x)
         assert (ours - plain(x)).abs().max() > 1e-2
-        expect = explicit_block(rel, x, windowed=False,
-                                tables=(rel.attn.rel_pos_h, rel.attn.rel_pos_w))
+        expect = explicit_block(
+            rel, x, windowed=False, tables=(rel.attn.rel_pos_h, rel.attn.rel_pos_w))
     torch.testing.assert_close(ours, expect, atol=1e-5, rtol=0)
 
 
@@ -152,8 +159,8 @@ def test_rel_pos_window_larger_than_map_and_global_resize():
     win = make_block(5, use_rel_pos=True)
     randomise_rel_pos(win)
     with torch.no_grad():
-        expect = explicit_block(win, x, windowed=False,
-                                tables=(win.attn.rel_pos_h, win.attn.rel_pos_w))
+        expect = explicit_block(
+            win, x, windowed=False, tables=(win.attn.rel_pos_h, win.attn.rel_pos_w))
         torch.testing.assert_close(win(x), expect, atol=1e-5, rtol=0)
     # a global block made for 4 x 4 on a 3 x 4 map: the height table (7
     # entries) is resized linearly to 5, the width table is used as is
@@ -169,8 +176,10 @@ def test_rel_pos_window_larger_than_map_and_global_resize():
 def windowed_backbone(**kwargs):
     kwargs.setdefault('img_size', 64)
     kwargs.setdefault('out_type', 'featmap')
-    return ADDPViT(arch=dict(embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS),
-                   with_cls_token=False, **kwargs)
+    return ADDPViT(
+        arch=dict(embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS),
+        with_cls_token=False,
+        **kwargs)
 
 
 def test_released_checkpoint_loads_into_windowed_backbone(tmp_path):
@@ -189,23 +198,29 @@ def test_released_checkpoint_loads_into_windowed_backbone(tmp_path):
 
     # window 4 covers the 4 x 4 map, zero rel-pos: the released encoder run by
     # timm blocks on the patch tokens only (the class token dropped)
-    model = windowed_backbone(window_size=4, global_attn_indexes=(1, ), use_rel_pos=True,
-                              out_type='raw',
-                              init_cfg=dict(type='Pretrained', checkpoint=str(path))).eval()
+    model = windowed_backbone(
+        window_size=4,
+        global_attn_indexes=(1, ),
+        use_rel_pos=True,
+        out_type='raw',
+        init_cfg=dict(type='Pretrained', checkpoint=str(path))).eval()
     model.init_weights()
     enc = ckpt['model']
     blocks = nn.Sequential(*[Block(DIM, HEADS, qkv_bias=True, norm_layer=ln)
                              for _ in range(DEPTH)]).eval()
-    blocks.load_state_dict({k[len('blocks.'):]: v for k, v in enc.items()
-                            if k.startswith('blocks.')})
+    blocks.load_state_dict({
+        k[len('blocks.'):]: v
+        for k, v in enc.items() if k.startswith('blocks.')
+    })
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        tokens = F.conv2d(x, enc['patch_embed.proj.weight'], enc['patch_embed.proj.bias'],
-                          stride=16).flatten(2).transpose(1, 2) + enc['pos_embed'][:, 1:]
-        tokens = F.layer_norm(tokens, (DIM, ), enc['tokenizer_norm.weight'],
-                              enc['tokenizer_norm.bias'], eps=1e-6)
-        expect = F.layer_norm(blocks(tokens), (DIM, ), enc['norm.weight'], enc['norm.bias'],
-                              eps=1e-6)
+        tokens = F.conv2d(
+            x, enc['patch_embed.proj.weight'], enc['patch_embed.proj.bias'],
+            stride=16).flatten(2).transpose(1, 2) + enc['pos_embed'][:, 1:]
+        tokens = F.layer_norm(
+            tokens, (DIM, ), enc['tokenizer_norm.weight'], enc['tokenizer_norm.bias'], eps=1e-6)
+        expect = F.layer_norm(
+            blocks(tokens), (DIM, ), enc['norm.weight'], enc['norm.bias'], eps=1e-6)
         out = model(x)[0]
     assert out.shape == (2, 16, DIM)
     torch.testing.assert_close(out, expect, atol=1e-5, rtol=0)
@@ -215,8 +230,8 @@ def test_released_checkpoint_loads_into_windowed_backbone(tmp_path):
 def test_windowed_backbone_options():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 80, 48)  # 5 x 3 map: window 2 pads both sides
-    model = windowed_backbone(window_size=2, global_attn_indexes=(-1, ), use_rel_pos=True,
-                              out_indices=[1, 3])
+    model = windowed_backbone(
+        window_size=2, global_attn_indexes=(-1, ), use_rel_pos=True, out_indices=[1, 3])
     model.init_weights()
     with torch.no_grad():
         outs = model.eval()(x)
@@ -246,28 +261,39 @@ def test_windowed_backbone_options():
     assert plain.blocks[0].attn.rel_pos_h.grad.abs().sum() > 0
     assert plain.cls_token.grad is None
 
-    frozen = windowed_backbone(window_size=2, use_rel_pos=True, frozen_stages=2,
-                               drop_path_rate=0.2).train()
+    frozen = windowed_backbone(
+        window_size=2, use_rel_pos=True, frozen_stages=2, drop_path_rate=0.2).train()
     names = {n for n, p in frozen.named_parameters() if not p.requires_grad}
     assert 'blocks.1.attn.rel_pos_w' in names and 'blocks.2.attn.rel_pos_w' not in names
     assert not frozen.blocks[1].training and frozen.blocks[2].training
     assert frozen.get_layer_depth('backbone.blocks.2.attn.rel_pos_h', 'backbone.') == (3, 6)
 
     with pytest.raises(ValueError, match='with_cls_token=False'):
-        ADDPViT(arch='pico', window_size=4)
+        ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2), window_size=4)
     with pytest.raises(ValueError, match='with_cls_token=False'):
-        ADDPViT(arch='pico', use_rel_pos=True)
+        ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2), use_rel_pos=True)
     with pytest.raises(ValueError, match='global_attn_indexes'):
-        ADDPViT(arch='pico', with_cls_token=False, window_size=4, global_attn_indexes=(5, ),
-                out_type='featmap')
+        ADDPViT(
+            arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+            with_cls_token=False,
+            window_size=4,
+            global_attn_indexes=(5, ),
+            out_type='featmap')
     with pytest.raises(ValueError, match='cls_token'):
-        ADDPViT(arch='pico', with_cls_token=False, out_type='cls_token')
+        ADDPViT(
+            arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+            with_cls_token=False,
+            out_type='cls_token')
     with pytest.raises(ValueError, match='window_size'):
-        ADDPViT(arch='pico', with_cls_token=False, window_size=-1, out_type='featmap')
+        ADDPViT(
+            arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+            with_cls_token=False,
+            window_size=-1,
+            out_type='featmap')
 
 
 def test_default_backbone_unchanged():
-    model = ADDPViT(arch='pico')
+    model = ADDPViT(arch=dict(embed_dims=32, num_layers=2, num_heads=2))
     assert all(type(b) is Block for b in model.blocks)
     assert not any('rel_pos' in k for k in model.state_dict())
     assert model.cls_token.requires_grad
@@ -280,8 +306,14 @@ def test_simple_feature_pyramid():
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
     torch.manual_seed(0)
-    backbone = ADDPViT(arch='pico', img_size=64, out_type='featmap', with_cls_token=False,
-                       window_size=2, global_attn_indexes=(1, ), use_rel_pos=True)
+    backbone = ADDPViT(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2),
+        img_size=64,
+        out_type='featmap',
+        with_cls_token=False,
+        window_size=2,
+        global_attn_indexes=(1, ),
+        use_rel_pos=True)
     neck = MODELS.build(dict(type='SimpleFeaturePyramid', in_channels=32, out_channels=24))
     assert isinstance(neck, SimpleFeaturePyramid)
     with torch.no_grad():
@@ -292,11 +324,13 @@ def test_simple_feature_pyramid():
     lateral, fpn = neck.lateral_convs[2], neck.fpn_convs[2]
     with torch.no_grad():
         y = F.conv2d(feats[-1], lateral.conv.weight)
-        y = F.layer_norm(y.permute(0, 2, 3, 1), (24, ), lateral.norm.weight, lateral.norm.bias,
-                         eps=1e-6).permute(0, 3, 1, 2)
+        y = F.layer_norm(
+            y.permute(0, 2, 3, 1), (24, ), lateral.norm.weight, lateral.norm.bias,
+            eps=1e-6).permute(0, 3, 1, 2)
         y = F.conv2d(y, fpn.conv.weight, padding=1)
-        y = F.layer_norm(y.permute(0, 2, 3, 1), (24, ), fpn.norm.weight, fpn.norm.bias,
-                         eps=1e-6).permute(0, 3, 1, 2)
+        y = F.layer_norm(
+            y.permute(0, 2, 3, 1), (24, ), fpn.norm.weight, fpn.norm.bias,
+            eps=1e-6).permute(0, 3, 1, 2)
     assert lateral.conv.bias is None and fpn.conv.bias is None
     torch.testing.assert_close(outs[2], y, atol=1e-5, rtol=0)
     torch.testing.assert_close(outs[4], outs[3][..., ::2, ::2])
@@ -307,8 +341,9 @@ def test_simple_feature_pyramid():
     # 'LN2d' from the mmdet scope (heads use it): LayerNorm over channels
     _, norm = build_norm_layer(dict(type='LN2d', eps=1e-6), 8)
     z = torch.randn(2, 8, 3, 5)
-    torch.testing.assert_close(norm(z), F.layer_norm(z.permute(0, 2, 3, 1), (8, ), eps=1e-6)
-                               .permute(0, 3, 1, 2))
+    torch.testing.assert_close(
+        norm(z),
+        F.layer_norm(z.permute(0, 2, 3, 1), (8, ), eps=1e-6).permute(0, 3, 1, 2))
 
     with pytest.raises(ValueError, match='scale_factors'):
         SimpleFeaturePyramid(32, scale_factors=(3, 1))
@@ -368,8 +403,11 @@ def test_paper_config_builds_and_trains_one_iteration(arch, demo_root, tmp_path)
     # one iteration of the same recipe, shrunk
     size = (128, 128)
     cfg.work_dir = str(tmp_path)
-    cfg.model.backbone.update(arch=dict(embed_dims=width, num_layers=2, num_heads=heads),
-                              global_attn_indexes=(1, ), window_size=3, img_size=size)
+    cfg.model.backbone.update(
+        arch=dict(embed_dims=width, num_layers=2, num_heads=heads),
+        global_attn_indexes=(1, ),
+        window_size=3,
+        img_size=size)
     cfg.model.data_preprocessor.batch_augments[0].size = size
     cfg.model.roi_head.bbox_head.num_classes = 10
     cfg.model.roi_head.mask_head.num_classes = 10
@@ -380,8 +418,10 @@ def test_paper_config_builds_and_trains_one_iteration(arch, demo_root, tmp_path)
                 t[key] = size
     data_root = osp.join(demo_root, 'coco') + '/'
     cfg.train_dataloader.update(batch_size=2, num_workers=0, persistent_workers=False)
-    cfg.train_dataloader.dataset.update(data_root=data_root, pipeline=cfg.train_pipeline,
-                                        metainfo=dict(classes=tuple('0123456789')))
+    cfg.train_dataloader.dataset.update(
+        data_root=data_root,
+        pipeline=cfg.train_pipeline,
+        metainfo=dict(classes=tuple('0123456789')))
     for key in ('val_dataloader', 'val_cfg', 'val_evaluator', 'test_dataloader', 'test_cfg',
                 'test_evaluator'):
         cfg[key] = None

@@ -24,17 +24,20 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='FID / IS of generated images')
     parser.add_argument('samples_dir', help='folder of generated images')
     parser.add_argument('ref_dir', help='folder of reference images')
-    parser.add_argument('--feature-net', choices=['inception', 'classifier'], default=None,
-                        help='default: classifier when --feature-config is given, else inception')
+    parser.add_argument(
+        '--feature-net',
+        choices=['inception', 'classifier'],
+        default=None,
+        help='default: classifier when --feature-config is given, else inception')
     parser.add_argument('--weights', help='inception-v3-compat weights file (torch-fidelity)')
     parser.add_argument('--feature-config', help='mmpretrain classifier config')
     parser.add_argument('--feature-checkpoint', help='its checkpoint')
-    parser.add_argument('--input-size', type=int, default=None,
-                        help='classifier: resize images to this size first')
+    parser.add_argument(
+        '--input-size', type=int, default=None, help='classifier: resize images to this size first')
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--splits', type=int, default=10, help='Inception Score splits')
-    parser.add_argument('--exclude', nargs='*', default=['grid.png'],
-                        help='file names in SAMPLES_DIR to leave out')
+    parser.add_argument(
+        '--exclude', nargs='*', default=['grid.png'], help='file names in SAMPLES_DIR to leave out')
     parser.add_argument('--out', help='JSON file (default: SAMPLES_DIR/fid_metrics.json)')
     args = parser.parse_args(argv)
     if args.feature_net is None:
@@ -53,18 +56,27 @@ def main(argv=None):
     num_samples = len(list_image_files(args.samples_dir, args.exclude))  # clear errors first
     num_ref = len(list_image_files(args.ref_dir))
     if args.feature_net == 'inception':
-        net = InceptionFeatureNet(args.weights, batch_size=args.batch_size,
-                                  isc_splits=args.splits, exclude=args.exclude)
+        net = InceptionFeatureNet(
+            args.weights, batch_size=args.batch_size, isc_splits=args.splits, exclude=args.exclude)
         source = dict(network='inception-v3-compat', weights=args.weights)
     else:
-        net = ClassifierFeatureNet(args.feature_config, args.feature_checkpoint,
-                                   input_size=args.input_size, batch_size=args.batch_size,
-                                   is_splits=args.splits, exclude=args.exclude)
-        source = dict(network='classifier', config=args.feature_config,
-                      checkpoint=args.feature_checkpoint)
+        net = ClassifierFeatureNet(
+            args.feature_config,
+            args.feature_checkpoint,
+            input_size=args.input_size,
+            batch_size=args.batch_size,
+            is_splits=args.splits,
+            exclude=args.exclude)
+        source = dict(
+            network='classifier', config=args.feature_config, checkpoint=args.feature_checkpoint)
     metrics = net.compute_metrics(args.samples_dir, args.ref_dir)
-    record = dict(metrics, num_samples=num_samples, num_reference=num_ref,
-                  samples_dir=args.samples_dir, ref_dir=args.ref_dir, **source)
+    record = dict(
+        metrics,
+        num_samples=num_samples,
+        num_reference=num_ref,
+        samples_dir=args.samples_dir,
+        ref_dir=args.ref_dir,
+        **source)
     out = args.out or osp.join(args.samples_dir, 'fid_metrics.json')
     with open(out, 'w') as f:
         json.dump(record, f, indent=2)

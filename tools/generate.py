@@ -28,10 +28,11 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
 import mmaddp  # noqa: F401
+from mmaddp.checkpoint import read_state_dict
 from mmaddp.registry import MODELS
-from mmaddp.utils import load_checkpoint_file, load_tool_config, prepare_launch
-from mmaddp.utils.generation import (check_output_dir, generate_indexed, list_sample_files,
-                                     shard_indices, SAMPLE_NAME)
+from mmaddp.utils import load_tool_config, prepare_launch
+from mmaddp.utils.generation import (SAMPLE_NAME, check_output_dir, generate_indexed,
+                                     list_sample_files, shard_indices)
 
 GRID_NAME = 'grid.png'
 
@@ -42,29 +43,44 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='ADDP checkpoint (runner or released layout)')
     parser.add_argument('--out', required=True, help='output directory for the PNG files')
     parser.add_argument('--num-samples', type=int, default=64)
-    parser.add_argument('--sampler', choices=['addp', 'predictor', 'start', 'noise'],
-                        default='addp',
-                        help='addp: alternate decode and predict (ADDP); predictor: the '
-                        'token predictor alone on the ids (MAGE-style baseline); start / '
-                        'noise: the start image repeated / uniform noise (FID references)')
+    parser.add_argument(
+        '--sampler',
+        choices=['addp', 'predictor', 'start', 'noise'],
+        default='addp',
+        help='addp: alternate decode and predict (ADDP); predictor: the '
+        'token predictor alone on the ids (MAGE-style baseline); start / '
+        'noise: the start image repeated / uniform noise (FID references)')
     parser.add_argument('--steps', type=int, default=20, help='generation steps')
     parser.add_argument('--schedule', choices=['cosine', 'linear'], default='cosine')
-    parser.add_argument('--temperature', type=float, default=6.0,
-                        help='Gumbel temperature of the reveal order (decays to 0)')
-    parser.add_argument('--no-temperature-decay', action='store_true',
-                        help='keep --temperature constant over the steps')
+    parser.add_argument(
+        '--temperature',
+        type=float,
+        default=6.0,
+        help='Gumbel temperature of the reveal order (decays to 0)')
+    parser.add_argument(
+        '--no-temperature-decay',
+        action='store_true',
+        help='keep --temperature constant over the steps')
     parser.add_argument('--top-p', type=float, default=None, help='nucleus sampling of ids')
     parser.add_argument('--seed', type=int, default=0, help='base seed of the per-sample seeds')
     parser.add_argument('--batch-size', type=int, default=16, help='samples per forward, per rank')
     parser.add_argument('--nrow', type=int, default=8, help='images per row of grid.png')
-    parser.add_argument('--grid-size', type=int, default=64,
-                        help='grid.png shows the first this many samples')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='allow a non-empty --out (its NNNNNN.png and grid.png are replaced)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config (key=value)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    parser.add_argument(
+        '--grid-size', type=int, default=64, help='grid.png shows the first this many samples')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='allow a non-empty --out (its NNNNNN.png and grid.png are replaced)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config (key=value)')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if args.num_samples < 1:
@@ -112,12 +128,13 @@ def build_generator(cfg, checkpoint: str, device) -> torch.nn.Module:
     if result.missing_keys:
         raise ValueError(f'Checkpoint {checkpoint} lacks trained ADDP weights, e.g. '
                          f'{result.missing_keys[:5]} ({len(result.missing_keys)} missing)')
-    unset = [p for p in ('tokenizer', 'token_predictor')
-             if isinstance(model_cfg.get(p), dict) and not model_cfg[p].get('checkpoint')]
+    unset = [
+        p for p in ('tokenizer', 'token_predictor')
+        if isinstance(model_cfg.get(p), dict) and not model_cfg[p].get('checkpoint')
+    ]
     if unset:  # then the checkpoint has to carry them
-        ckpt = load_checkpoint_file(checkpoint)
-        state = ckpt.get('model', ckpt.get('state_dict', ckpt))
-        prefixes = dict(tokenizer=('tokenizer.', 'vqgan.'), token_predictor=('token_predictor.', ))
+        state = read_state_dict(checkpoint, 'addp')
+        prefixes = dict(tokenizer=('tokenizer.', ), token_predictor=('token_predictor.', ))
         lacking = [p for p in unset if not any(k.startswith(prefixes[p]) for k in state)]
         if lacking:
             raise ValueError(
@@ -132,14 +149,16 @@ def build_predictor_sampler(cfg, device) -> torch.nn.Module:
     MAGE-style sampling (``--sampler predictor``); both need checkpoints in
     the config."""
     model_cfg = cfg.get('model', None) or {}
-    missing = [p for p in ('tokenizer', 'token_predictor')
-               if not isinstance(model_cfg.get(p), dict) or not model_cfg[p].get('checkpoint')]
+    missing = [
+        p for p in ('tokenizer', 'token_predictor')
+        if not isinstance(model_cfg.get(p), dict) or not model_cfg[p].get('checkpoint')
+    ]
     if missing:
         raise ValueError(f'--sampler predictor needs model.<part>.checkpoint for {missing} in '
                          f'{cfg.filename} (set them with --cfg-options)')
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    predictor = MODELS.build(dict(model_cfg['token_predictor'], tokenizer=model_cfg['tokenizer'],
-                                  frozen=True))
+    predictor = MODELS.build(
+        dict(model_cfg['token_predictor'], tokenizer=model_cfg['tokenizer'], frozen=True))
     return predictor.to(device).eval()
 
 
@@ -159,7 +178,8 @@ class ReferenceSampler(torch.nn.Module):
             return self.start.expand(num_samples, -1, -1, -1)
         return torch.stack([
             torch.rand(self.start.shape[1:], generator=torch.Generator().manual_seed(int(s)))
-            for s in seeds])
+            for s in seeds
+        ])
 
 
 def prepare_output(out: str, overwrite: bool) -> None:
@@ -188,8 +208,10 @@ def write_grid(out: str, num_samples: int, grid_size: int, nrow: int) -> str:
         missing = sorted(set(expect) - set(names))
         raise RuntimeError(f'{out} should hold {num_samples} samples; missing {missing[:5]}, '
                            f'unexpected {sorted(set(names) - set(expect))[:5]}')
-    images = [torch.from_numpy(np.array(Image.open(osp.join(out, n)).convert('RGB')))
-              for n in names[:grid_size]]
+    images = [
+        torch.from_numpy(np.array(Image.open(osp.join(out, n)).convert('RGB')))
+        for n in names[:grid_size]
+    ]
     grid = make_grid(torch.stack(images).permute(0, 3, 1, 2).float() / 255, nrow=nrow, padding=2)
     path = osp.join(out, GRID_NAME)
     save_image(grid, path)
@@ -218,10 +240,13 @@ def main(argv=None):
 
     indices = shard_indices(args.num_samples, rank, world_size)
     bar = ProgressBar(len(indices)) if rank == 0 else None
-    gen_kwargs = dict(steps=args.steps, schedule=args.schedule, temperature=args.temperature,
-                      temperature_decay=not args.no_temperature_decay, top_p=args.top_p)
-    for batch, images in generate_indexed(model, indices, args.seed, args.batch_size,
-                                          **gen_kwargs):
+    gen_kwargs = dict(
+        steps=args.steps,
+        schedule=args.schedule,
+        temperature=args.temperature,
+        temperature_decay=not args.no_temperature_decay,
+        top_p=args.top_p)
+    for batch, images in generate_indexed(model, indices, args.seed, args.batch_size, **gen_kwargs):
         for index, image in zip(batch, images):
             save_image(image, osp.join(args.out, f'{index:06d}.png'))
         if bar is not None:

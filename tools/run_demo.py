@@ -31,32 +31,30 @@ import math
 import os
 import os.path as osp
 import shutil
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from mmaddp.engine.optimizers import cpu_flags  # noqa: E402
-from mmaddp.utils.stages import (MARKER, load_config, prepare_config, run_stage,  # noqa: E402
-                                 run_tool, tools_stopped_on_failure, train_and_test,
-                                 write_json_atomic)
+from mmaddp.engine.optimizers import cpu_flags
+from demo.stages import (load_config, prepare_config, run_stage, run_tool, tools_stopped_on_failure,
+                         train_and_test, write_json_atomic)
 
 CONFIGS = dict(
     tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny-f4_1xb64-1000i_demo.py',
     token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-800i_demo.py',
-    addp='configs/addp/addp_vit-tiny-p4_1xb64-1000i_demo.py',
-    cls='configs/imagenet/addp-vit-tiny-p4_1xb64-3000i_demo.py',
-    det='configs/mask_rcnn/mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb8-500i_demo-64px.py',
-    seg='configs/upernet/upernet_addp-vit-tiny-p4_1xb8-1400i_demo-64x64.py',
+    addp='configs/addp/addp_vit-nano-p4_1xb64-1000i_demo.py',
+    cls='configs/imagenet/addp-vit-nano-p4_1xb64-3000i_demo.py',
+    det='configs/mask_rcnn/mask-rcnn_addp-vit-nano-p4_simple-fpn_1xb8-500i_demo-64px.py',
+    seg='configs/upernet/upernet_addp-vit-nano-p4_1xb8-1400i_demo-64x64.py',
 )
 #: iterations per stage (None: the config's own); ``cls_few`` is the
 #: classification config on 100 labelled images per class
 ITERS = dict(
-    full=dict(tokenizer=None, token_predictor=None, addp=None, cls=None, cls_few=None,
-              det=None, seg=None),
+    full=dict(
+        tokenizer=None, token_predictor=None, addp=None, cls=None, cls_few=None, det=None,
+        seg=None),
     quick=dict(tokenizer=20, token_predictor=20, addp=20, cls=20, cls_few=10, det=10, seg=10),
 )
 #: few-label fine-tuning: labelled images per class, iterations (full mode)
@@ -68,29 +66,41 @@ GEN_STEPS = 8
 #: the fine-tuning runs: name -> (task, start, reads code ids, few labels);
 #: start 'addp' is the ADDP checkpoint, 'random' the same encoder from scratch
 RUNS = {
-    'cls': ('cls', 'addp', False, False), 'cls_random': ('cls', 'random', False, False),
-    'cls_few': ('cls', 'addp', False, True), 'cls_few_random': ('cls', 'random', False, True),
-    'det': ('det', 'addp', False, False), 'det_random': ('det', 'random', False, False),
-    'seg': ('seg', 'addp', False, False), 'seg_random': ('seg', 'random', False, False),
-    'cls_token': ('cls', 'addp', True, False), 'det_token': ('det', 'addp', True, False),
+    'cls': ('cls', 'addp', False, False),
+    'cls_random': ('cls', 'random', False, False),
+    'cls_few': ('cls', 'addp', False, True),
+    'cls_few_random': ('cls', 'random', False, True),
+    'det': ('det', 'addp', False, False),
+    'det_random': ('det', 'random', False, False),
+    'seg': ('seg', 'addp', False, False),
+    'seg_random': ('seg', 'random', False, False),
+    'cls_token': ('cls', 'addp', True, False),
+    'det_token': ('det', 'addp', True, False),
     'seg_token': ('seg', 'addp', True, False),
 }
 #: stage -> the stages whose results it needs
 DEPENDS = dict(
-    data=(), tokenizer=('data', ), token_predictor=('tokenizer', ), addp=('token_predictor', ),
-    cls_token_ids=('tokenizer', ), generation=('addp', ), evaluation=('generation', 'cls'),
-    probe=('addp', ), probe_random=('data', ),
-    **{name: (('addp', 'cls_token_ids') if name == 'cls_token' else
-              ('addp', ) if start == 'addp' else ('data', ))
-       for name, (_, start, _, _) in RUNS.items()})
+    data=(),
+    tokenizer=('data', ),
+    token_predictor=('tokenizer', ),
+    addp=('token_predictor', ),
+    cls_token_ids=('tokenizer', ),
+    generation=('addp', ),
+    evaluation=('generation', 'cls'),
+    probe=('addp', ),
+    probe_random=('data', ),
+    **{
+        name: (('addp', 'cls_token_ids') if name == 'cls_token' else
+               ('addp', ) if start == 'addp' else ('data', ))
+        for name, (_, start, _, _) in RUNS.items()
+    })
 #: which ready stage a free core takes first: the pretraining chain and the
 #: path to the generation metrics, then the ADDP runs, the token-input runs,
 #: the random-weight baselines (ready from the start: they fill the second
 #: core while the chain trains on the first)
 PRIORITY = ('data', 'tokenizer', 'token_predictor', 'addp', 'cls', 'generation', 'evaluation',
             'seg', 'det', 'cls_few', 'probe', 'cls_token_ids', 'cls_token', 'det_token',
-            'seg_token', 'cls_random', 'seg_random', 'det_random', 'cls_few_random',
-            'probe_random')
+            'seg_token', 'cls_random', 'seg_random', 'det_random', 'cls_few_random', 'probe_random')
 #: stages that run alone with every core: the tokenizer heads the critical
 #: path and its convolutions gain ~1.7x from a second thread (0.75 -> 0.42 s
 #: per iteration), more than what the second core would do meanwhile
@@ -141,8 +151,11 @@ class Demo:
         iters = ITERS[self.mode][iters_key or key]
         if iters is None and iters_key == 'cls_few':
             iters = FEW_ITERS
-        return prepare_config(osp.join(ROOT, CONFIGS[key]), osp.join(stage_dir, 'config.py'),
-                              options, max_iters=iters)
+        return prepare_config(
+            osp.join(ROOT, CONFIGS[key]),
+            osp.join(stage_dir, 'config.py'),
+            options,
+            max_iters=iters)
 
     def data_options(self, part: str, keys=('train', 'val', 'test')) -> dict:
         root = osp.join(self.data, part) + '/'
@@ -151,13 +164,20 @@ class Demo:
     def train(self, key, stage_dir, options, test=True, iters_key=None):
         cfg = self.config(key, stage_dir, options, iters_key)
         name = osp.basename(stage_dir)
-        return train_and_test(cfg, stage_dir, test=test, env=self.env,
-                              echo=lambda line: self.log(f'[{name}] {line.strip()}'))
+        return train_and_test(
+            cfg,
+            stage_dir,
+            test=test,
+            env=self.env,
+            echo=lambda line: self.log(f'[{name}] {line.strip()}'))
 
     def tool(self, args, stage_dir):
         name = osp.basename(stage_dir)
-        run_tool(args, osp.join(stage_dir, 'run.log'), env=self.env,
-                 echo=lambda line: self.log(f'[{name}] {line.strip()}'))
+        run_tool(
+            args,
+            osp.join(stage_dir, 'run.log'),
+            env=self.env,
+            echo=lambda line: self.log(f'[{name}] {line.strip()}'))
 
     @property
     def env(self):
@@ -166,11 +186,16 @@ class Demo:
 
     # ---------------------------------------------------------------- graph
     def stage_fns(self) -> dict:
-        fns = dict(data=self.make_data, tokenizer=self.train_tokenizer,
-                   token_predictor=self.train_predictor, addp=self.train_addp,
-                   cls_token_ids=self.code_ids, generation=self.generate,
-                   evaluation=self.evaluate, probe=lambda d: self.probe(d, 'addp'),
-                   probe_random=lambda d: self.probe(d, 'random'))
+        fns = dict(
+            data=self.make_data,
+            tokenizer=self.train_tokenizer,
+            token_predictor=self.train_predictor,
+            addp=self.train_addp,
+            cls_token_ids=self.code_ids,
+            generation=self.generate,
+            evaluation=self.evaluate,
+            probe=lambda d: self.probe(d, 'addp'),
+            probe_random=lambda d: self.probe(d, 'random'))
         for name, spec in RUNS.items():
             fns[name] = lambda d, spec=spec: self.transfer(d, *spec)
         return fns
@@ -191,8 +216,7 @@ class Demo:
         try:
             while pending or running:
                 for name in list(pending):
-                    if len(running) >= self.jobs or any(running[f] in EXCLUSIVE
-                                                        for f in running):
+                    if len(running) >= self.jobs or any(running[f] in EXCLUSIVE for f in running):
                         break
                     if not all(d in self.records for d in DEPENDS[name]):
                         continue
@@ -227,17 +251,22 @@ class Demo:
     def train_tokenizer(self, stage_dir):
         out = self.train('tokenizer', stage_dir, self.data_options('imagenet'))
         m = out['metrics']
-        return dict(checkpoint=out['checkpoint'], config=osp.join(stage_dir, 'config.py'),
-                    psnr=m['tokenizer/psnr'], code_usage=m['tokenizer/code_usage'],
-                    perplexity=m['tokenizer/perplexity'])
+        return dict(
+            checkpoint=out['checkpoint'],
+            config=osp.join(stage_dir, 'config.py'),
+            psnr=m['tokenizer/psnr'],
+            code_usage=m['tokenizer/code_usage'],
+            perplexity=m['tokenizer/perplexity'])
 
     def train_predictor(self, stage_dir):
         options = dict(self.data_options('imagenet'))
         options['model.tokenizer.checkpoint'] = self.result('tokenizer')['checkpoint']
         out = self.train('token_predictor', stage_dir, options)
         m = out['metrics']
-        return dict(checkpoint=out['checkpoint'], accuracy=m['token_predictor/accuracy'],
-                    majority_baseline=m['token_predictor/majority_baseline'])
+        return dict(
+            checkpoint=out['checkpoint'],
+            accuracy=m['token_predictor/accuracy'],
+            majority_baseline=m['token_predictor/majority_baseline'])
 
     def train_addp(self, stage_dir):
         options = dict(self.data_options('imagenet', keys=('train', )))
@@ -247,8 +276,12 @@ class Demo:
         curve = read_loss_curve(stage_dir)
         plot_loss_curve(curve, osp.join(stage_dir, 'loss_curve.png'))
         first, last = curve[0][1], sum(v for _, v in curve[-4:]) / len(curve[-4:])
-        return dict(checkpoint=out['checkpoint'], config=osp.join(stage_dir, 'config.py'),
-                    loss_first=first, loss_last=last, loss_curve=osp.join(stage_dir, 'loss_curve.png'))
+        return dict(
+            checkpoint=out['checkpoint'],
+            config=osp.join(stage_dir, 'config.py'),
+            loss_first=first,
+            loss_last=last,
+            loss_curve=osp.join(stage_dir, 'loss_curve.png'))
 
     def generate(self, stage_dir):
         """ADDP samples, the token predictor's own (MAGE-style) samples with
@@ -258,14 +291,19 @@ class Demo:
         folders = {}
         for sampler in ('addp', 'predictor', 'start', 'noise'):
             folders[sampler] = osp.join(stage_dir, sampler)
-            self.tool(['tools/generate.py', addp['config'], addp['checkpoint'], '--sampler',
-                       sampler, '--out', folders[sampler], '--num-samples', str(n), '--steps',
-                       str(GEN_STEPS), '--seed', '0', '--batch-size', '32'], stage_dir)
+            self.tool([
+                'tools/generate.py', addp['config'], addp['checkpoint'], '--sampler', sampler,
+                '--out', folders[sampler], '--num-samples',
+                str(n), '--steps',
+                str(GEN_STEPS), '--seed', '0', '--batch-size', '32'
+            ], stage_dir)
         tok = self.result('tokenizer')
         folders['recon'] = osp.join(stage_dir, 'recon')
-        self.tool(['tools/analysis_tools/reconstruct.py', tok['config'], tok['checkpoint'],
-                   osp.join(self.data, 'imagenet', 'val'), osp.join(folders['recon'], 'val')],
-                  stage_dir)
+        self.tool([
+            'tools/analysis_tools/reconstruct.py', tok['config'], tok['checkpoint'],
+            osp.join(self.data, 'imagenet', 'val'),
+            osp.join(folders['recon'], 'val')
+        ], stage_dir)
         return dict(folders=folders, num_samples=n, steps=GEN_STEPS)
 
     def evaluate(self, stage_dir):
@@ -279,16 +317,19 @@ class Demo:
         # p >= 0.9 is the ceiling of the samples' share under this classifier
         for name, folder in dict(gen['folders'], real=ref).items():
             out = osp.join(stage_dir, f'{name}.json')
-            self.tool(['tools/eval_fid.py', folder, ref, '--feature-config', cls['config'],
-                       '--feature-checkpoint', cls['checkpoint'], '--out', out], stage_dir)
+            self.tool([
+                'tools/eval_fid.py', folder, ref, '--feature-config', cls['config'],
+                '--feature-checkpoint', cls['checkpoint'], '--out', out
+            ], stage_dir)
             with open(out) as f:
                 m = json.load(f)
-            results[name] = dict(fid=m['fid'], inception_score=m['is_mean'],
-                                 confident_share=m['confident_share'])
+            results[name] = dict(
+                fid=m['fid'], inception_score=m['is_mean'], confident_share=m['confident_share'])
         work = osp.join(stage_dir, 'recon_test')
-        self.tool(['tools/test.py', cls['config'], cls['checkpoint'], '--work-dir', work,
-                   '--cfg-options', f'test_dataloader.dataset.data_root={gen["folders"]["recon"]}/'],
-                  stage_dir)
+        self.tool([
+            'tools/test.py', cls['config'], cls['checkpoint'], '--work-dir', work, '--cfg-options',
+            f'test_dataloader.dataset.data_root={gen["folders"]["recon"]}/'
+        ], stage_dir)
         with open(osp.join(work, 'test_metrics.json')) as f:
             results['recon_top1'] = json.load(f)['metrics']['accuracy/top1']
         return results
@@ -297,8 +338,10 @@ class Demo:
         out = osp.join(stage_dir, 'probe.json')
         encoder = (['--random'] if start == 'random' else [self.result('addp')['checkpoint']])
         cfg = self.config('cls', stage_dir, self.data_options('imagenet'))
-        self.tool(['tools/analysis_tools/linear_probe.py', cfg, *encoder, '--train-per-class',
-                   str(PROBE_PER_CLASS[self.mode]), '--out', out], stage_dir)
+        self.tool([
+            'tools/analysis_tools/linear_probe.py', cfg, *encoder, '--train-per-class',
+            str(PROBE_PER_CLASS[self.mode]), '--out', out
+        ], stage_dir)
         with open(out) as f:
             return json.load(f)
 
@@ -342,8 +385,8 @@ class Demo:
     def code_ids(self, stage_dir):
         """The code ids of cls_token's augmented training views (as many views
         as its schedule makes passes over the data), written once."""
-        options = dict(self.data_options('imagenet'),
-                       **{'model.backbone.token_input': self.tokenizer_input()})
+        options = dict(
+            self.data_options('imagenet'), **{'model.backbone.token_input': self.tokenizer_input()})
         cfg = self.config('cls', stage_dir, options)
         out = osp.join(stage_dir, 'code_ids.npz')
         self.tool(['tools/dataset_converters/cache_code_ids.py', cfg, '--out', out], stage_dir)
@@ -355,16 +398,22 @@ class Demo:
         if task == 'cls' and token_input:  # read the code ids computed before
             num_codes = options['model.backbone.token_input']['tokenizer'].get('num_codes')
             options['train_dataloader.dataset'] = dict(
-                _delete_=True, type='CodeIdDataset', cache=self.result('cls_token_ids')['file'],
-                num_codes=num_codes, pipeline=[dict(type='PackInputs')])
+                _delete_=True,
+                type='CodeIdDataset',
+                cache=self.result('cls_token_ids')['file'],
+                num_codes=num_codes,
+                pipeline=[dict(type='PackInputs')])
             options['data_preprocessor.type'] = 'CodeIdDataPreprocessor'
         out = self.train(task, stage_dir, options, iters_key='cls_few' if few else task)
         m = out['metrics']
         if task == 'cls':
             results = dict(top1=m['accuracy/top1'])
         elif task == 'det':
-            results = dict(bbox_AP=100 * m['coco/bbox_mAP'], bbox_AP50=100 * m['coco/bbox_mAP_50'],
-                           segm_AP=100 * m['coco/segm_mAP'], segm_AP50=100 * m['coco/segm_mAP_50'])
+            results = dict(
+                bbox_AP=100 * m['coco/bbox_mAP'],
+                bbox_AP50=100 * m['coco/bbox_mAP_50'],
+                segm_AP=100 * m['coco/segm_mAP'],
+                segm_AP50=100 * m['coco/segm_mAP_50'])
         else:
             results = dict(mIoU=m['mIoU'], aAcc=m['aAcc'])
         return dict(results, checkpoint=out['checkpoint'], config=osp.join(stage_dir, 'config.py'))
@@ -373,19 +422,26 @@ class Demo:
     def collect_metrics(self) -> dict:
         r = self.result
         tok, ev = r('tokenizer'), r('evaluation')
-        m = {'tokenizer/psnr': tok['psnr'], 'tokenizer/code_usage': tok['code_usage'],
-             'tokenizer/perplexity': tok['perplexity'], 'tokenizer/recon_top1': ev['recon_top1'],
-             'token_predictor/accuracy': r('token_predictor')['accuracy'],
-             'token_predictor/majority_baseline': r('token_predictor')['majority_baseline'],
-             'addp/loss_first': r('addp')['loss_first'], 'addp/loss_last': r('addp')['loss_last']}
+        m = {
+            'tokenizer/psnr': tok['psnr'],
+            'tokenizer/code_usage': tok['code_usage'],
+            'tokenizer/perplexity': tok['perplexity'],
+            'tokenizer/recon_top1': ev['recon_top1'],
+            'token_predictor/accuracy': r('token_predictor')['accuracy'],
+            'token_predictor/majority_baseline': r('token_predictor')['majority_baseline'],
+            'addp/loss_first': r('addp')['loss_first'],
+            'addp/loss_last': r('addp')['loss_last']
+        }
         for name in ('addp', 'predictor', 'recon', 'start', 'noise', 'real'):
             for key, value in ev[name].items():
                 m[f'generation/{name}/{key}'] = value
         for name in ('probe', 'probe_random'):
             m[f'{name}/top1'] = r(name)['top1']
         for name, (task, _, _, _) in RUNS.items():
-            keys = dict(cls=('top1', ), det=('bbox_AP', 'bbox_AP50', 'segm_AP', 'segm_AP50'),
-                        seg=('mIoU', ))[task]
+            keys = dict(
+                cls=('top1', ),
+                det=('bbox_AP', 'bbox_AP50', 'segm_AP', 'segm_AP50'),
+                seg=('mIoU', ))[task]
             for key in keys:
                 m[f'{name}/{key}'] = r(name)[key]
         return {k: round(float(v), 4) for k, v in m.items()}
@@ -399,13 +455,23 @@ class Demo:
         targets = check_targets(metrics, self.counts())
         figures = self.make_figures()
         flags = sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile'})
-        write_json_atomic(osp.join(self.work, 'metrics.json'),
-                          dict(mode=self.mode, metrics=metrics, bars=bars, targets=targets,
-                               stage_seconds=seconds, wall_seconds=wall, reused_stages=reused,
-                               figures=figures, cpu_flags=flags, cpu_count=os.cpu_count()))
+        write_json_atomic(
+            osp.join(self.work, 'metrics.json'),
+            dict(
+                mode=self.mode,
+                metrics=metrics,
+                bars=bars,
+                targets=targets,
+                stage_seconds=seconds,
+                wall_seconds=wall,
+                reused_stages=reused,
+                figures=figures,
+                cpu_flags=flags,
+                cpu_count=os.cpu_count()))
         with open(osp.join(self.work, 'report.md.tmp'), 'w') as f:
-            f.write(render_report(self.mode, metrics, bars, targets, seconds, reused, figures,
-                                  wall, flags))
+            f.write(
+                render_report(self.mode, metrics, bars, targets, seconds, reused, figures, wall,
+                              flags))
         os.replace(osp.join(self.work, 'report.md.tmp'), osp.join(self.work, 'report.md'))
         self.log(f'report: {osp.join(self.work, "report.md")}')
         self.log(f'metrics: {json.dumps(metrics)}')
@@ -416,14 +482,18 @@ class Demo:
             return dict(cls_val=json.load(f)['imagenet']['val'])
 
     def make_figures(self) -> dict:
-        figures = dict(loss_curve='loss_curve.png', samples='samples_grid.png',
-                       side_by_side='side_by_side.png')
+        figures = dict(
+            loss_curve='loss_curve.png',
+            samples='samples_grid.png',
+            side_by_side='side_by_side.png')
         shutil.copy(self.result('addp')['loss_curve'], osp.join(self.work, figures['loss_curve']))
         folders = self.result('generation')['folders']
         shutil.copy(osp.join(folders['addp'], 'grid.png'), osp.join(self.work, figures['samples']))
-        plot_side_by_side(osp.join(self.data, 'imagenet', 'val'), folders,
-                          osp.join(self.work, figures['side_by_side']))
+        plot_side_by_side(
+            osp.join(self.data, 'imagenet', 'val'), folders,
+            osp.join(self.work, figures['side_by_side']))
         return figures
+
 
 def read_loss_curve(work_dir: str):
     """(iteration, loss) pairs from MMEngine's ``vis_data/scalars.json``."""
@@ -470,8 +540,14 @@ def check_targets(m: dict, counts: dict) -> list:
         else:
             goal = ref + margin
         met = value <= goal if op == '<=' else value < goal if op == '<' else value >= goal
-        row = dict(metric=key, value=value, op=op, reference=ref_key, reference_value=ref,
-                   goal=round(goal, 4), met=bool(met))
+        row = dict(
+            metric=key,
+            value=value,
+            op=op,
+            reference=ref_key,
+            reference_value=ref,
+            goal=round(goal, 4),
+            met=bool(met))
         if key.endswith('top1') and ref_key and ref_key.endswith('top1'):
             n = counts['cls_val']
             se = math.sqrt(sum(p / 100 * (1 - p / 100) / n for p in (value, ref))) * 100
@@ -485,6 +561,7 @@ def plot_side_by_side(val_root: str, folders: dict, path: str, per_row: int = 16
     """One figure, four rows of images: real val images, their tokenizer
     reconstructions, ADDP samples, predictor-only samples."""
     from PIL import Image, ImageDraw
+
     from mmaddp.evaluation.generation_metrics import list_image_files
     real = list_image_files(val_root)
     step = max(1, len(real) // per_row)
@@ -509,17 +586,22 @@ def plot_side_by_side(val_root: str, folders: dict, path: str, per_row: int = 16
 
 
 def render_report(mode, m, bars, targets, seconds, reused, figures, wall, flags) -> str:
+
     def mark(key):
-        return '' if key not in bars else (' (bar >= %g: %s)' % (bars[key]['bar'],
-                                                               'met' if bars[key]['met'] else 'NOT met'))
+        return '' if key not in bars else (
+            ' (bar >= %g: %s)' % (bars[key]['bar'], 'met' if bars[key]['met'] else 'NOT met'))
 
     g = 'generation/'
     lines = [
-        '# ADDP demo report', '',
+        '# ADDP demo report',
+        '',
         f'Mode: {mode}. Everything ran on the bundled data (`make data`), on '
-        f'{os.cpu_count()} CPU cores (flags: {", ".join(flags) or "none of note"}).', '',
-        '## Pretraining', '',
-        '| stage | metric | value |', '|---|---|---|',
+        f'{os.cpu_count()} CPU cores (flags: {", ".join(flags) or "none of note"}).',
+        '',
+        '## Pretraining',
+        '',
+        '| stage | metric | value |',
+        '|---|---|---|',
         f'| tokenizer | PSNR (dB), val | {m["tokenizer/psnr"]:.2f} |',
         f'| tokenizer | code usage / perplexity | {m["tokenizer/code_usage"]:.3f} / '
         f'{m["tokenizer/perplexity"]:.1f} |',
@@ -529,8 +611,11 @@ def render_report(mode, m, bars, targets, seconds, reused, figures, wall, flags)
         f'(most common code: {m["token_predictor/majority_baseline"]:.2f}) |',
         f'| ADDP pretraining | loss, first log -> mean of last 4 | {m["addp/loss_first"]:.3f} -> '
         f'{m["addp/loss_last"]:.3f} |',
-        '', '## Generation (demo classifier as feature network, against the val images)', '',
-        '| images | FID | IS | share with p >= 0.9 (%) |', '|---|---|---|---|',
+        '',
+        '## Generation (demo classifier as feature network, against the val images)',
+        '',
+        '| images | FID | IS | share with p >= 0.9 (%) |',
+        '|---|---|---|---|',
     ]
     for name, label in (('addp', 'ADDP samples'),
                         ('predictor', 'token predictor alone, MAGE-style (same steps, seeds)'),
@@ -541,29 +626,41 @@ def render_report(mode, m, bars, targets, seconds, reused, figures, wall, flags)
                      f'{m[g + name + "/inception_score"]:.2f} | '
                      f'{m[g + name + "/confident_share"]:.1f} |')
     lines += [
-        '', '## Representation: the ADDP encoder against the same encoder from random weights',
-        '', 'Same recipe, schedule and seed in each row.', '',
-        '| task | metric | ADDP | random weights | difference |', '|---|---|---|---|---|',
+        '',
+        '## Representation: the ADDP encoder against the same encoder from random weights',
+        '',
+        'Same recipe, schedule and seed in each row.',
+        '',
+        '| task | metric | ADDP | random weights | difference |',
+        '|---|---|---|---|---|',
     ]
-    for label, metric, a, b in (
-            ('linear probe (frozen tokens)', 'top-1', 'probe/top1', 'probe_random/top1'),
-            ('fine-tuning, 100 labels per class', 'top-1', 'cls_few/top1', 'cls_few_random/top1'),
-            ('fine-tuning, all labels', 'top-1', 'cls/top1', 'cls_random/top1'),
-            ('Mask R-CNN', 'box AP50', 'det/bbox_AP50', 'det_random/bbox_AP50'),
-            ('Mask R-CNN', 'mask AP50', 'det/segm_AP50', 'det_random/segm_AP50'),
-            ('UperNet', 'mIoU', 'seg/mIoU', 'seg_random/mIoU')):
+    for label, metric, a, b in (('linear probe (frozen tokens)', 'top-1', 'probe/top1',
+                                 'probe_random/top1'),
+                                ('fine-tuning, 100 labels per class', 'top-1', 'cls_few/top1',
+                                 'cls_few_random/top1'), ('fine-tuning, all labels', 'top-1',
+                                                          'cls/top1', 'cls_random/top1'),
+                                ('Mask R-CNN', 'box AP50', 'det/bbox_AP50', 'det_random/bbox_AP50'),
+                                ('Mask R-CNN', 'mask AP50', 'det/segm_AP50',
+                                 'det_random/segm_AP50'), ('UperNet', 'mIoU', 'seg/mIoU',
+                                                           'seg_random/mIoU')):
         lines.append(f'| {label} | {metric} | {m[a]:.2f}{mark(a)} | {m[b]:.2f} | '
                      f'{m[a] - m[b]:+.2f} |')
     lines += [
-        '', '## Pixel versus token input (same ADDP checkpoint, same schedules)', '',
-        '| task | metric | pixels | tokens |', '|---|---|---|---|',
+        '',
+        '## Pixel versus token input (same ADDP checkpoint, same schedules)',
+        '',
+        '| task | metric | pixels | tokens |',
+        '|---|---|---|---|',
         f'| classification | top-1 | {m["cls/top1"]:.2f} | {m["cls_token/top1"]:.2f} |',
         f'| detection | box AP50 | {m["det/bbox_AP50"]:.1f} | {m["det_token/bbox_AP50"]:.1f} |',
         f'| instance seg. | mask AP50 | {m["det/segm_AP50"]:.1f} | '
         f'{m["det_token/segm_AP50"]:.1f} |',
         f'| semantic seg. | mIoU | {m["seg/mIoU"]:.2f} | {m["seg_token/mIoU"]:.2f} |',
-        '', '## Targets (issue 19)', '',
-        '| metric | value | goal | met | note |', '|---|---|---|---|---|',
+        '',
+        '## Targets (issue 19)',
+        '',
+        '| metric | value | goal | met | note |',
+        '|---|---|---|---|---|',
     ]
     for t in targets:
         ref = f' ({t["reference"]} = {t["reference_value"]:.2f})' if t['reference'] else ''
@@ -574,38 +671,52 @@ def render_report(mode, m, bars, targets, seconds, reused, figures, wall, flags)
         lines.append(f'| {t["metric"]} | {t["value"]:.2f} | {t["op"]} {t["goal"]:.2f}{ref} | '
                      f'{"yes" if t["met"] else "NO"} | {note} |')
     lines += [
-        '', '## Figures', '',
+        '',
+        '## Figures',
+        '',
         'Rows: val images, their tokenizer reconstructions, ADDP samples, the token predictor '
-        'sampling alone.', '',
-        f'![side by side]({figures["side_by_side"]})', '',
-        f'![ADDP samples]({figures["samples"]})', '',
-        f'![pretraining loss]({figures["loss_curve"]})', '',
-        '## Wall time per stage', '',
+        'sampling alone.',
+        '',
+        f'![side by side]({figures["side_by_side"]})',
+        '',
+        f'![ADDP samples]({figures["samples"]})',
+        '',
+        f'![pretraining loss]({figures["loss_curve"]})',
+        '',
+        '## Wall time per stage',
+        '',
         'Seconds of the run that made each stage (stages reused from an earlier run '
-        'of the demo are marked).', '',
-        '| stage | seconds |', '|---|---|',
+        'of the demo are marked).',
+        '',
+        '| stage | seconds |',
+        '|---|---|',
     ]
-    lines += [f'| {k} | {v:.0f}{" (reused)" if k in reused else ""} |'
-              for k, v in seconds.items()]
-    lines += [f'| sum of the stages | {sum(seconds.values()):.0f} |',
-              f'| this command, wall clock (stages overlap with --jobs > 1) | {wall:.0f} |', '']
+    lines += [f'| {k} | {v:.0f}{" (reused)" if k in reused else ""} |' for k, v in seconds.items()]
+    lines += [
+        f'| sum of the stages | {sum(seconds.values()):.0f} |',
+        f'| this command, wall clock (stages overlap with --jobs > 1) | {wall:.0f} |', ''
+    ]
     return '\n'.join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description='Run the ADDP demo end to end')
     parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--data-root', default='data/demo',
-                        help='the bundled data (built here when missing)')
-    parser.add_argument('--quick', action='store_true',
-                        help='a few iterations per stage: checks the plumbing, not the numbers')
-    parser.add_argument('--jobs', type=int, default=2,
-                        help='stages at once, each with cores / jobs threads; 1 runs them '
-                        'one after the other')
+    parser.add_argument(
+        '--data-root', default='data/demo', help='the bundled data (built here when missing)')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='a few iterations per stage: checks the plumbing, not the numbers')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=2,
+        help='stages at once, each with cores / jobs threads; 1 runs them '
+        'one after the other')
     args = parser.parse_args()
     with tools_stopped_on_failure():
-        Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full',
-             jobs=args.jobs).run()
+        Demo(args.work_dir, args.data_root, 'quick' if args.quick else 'full', jobs=args.jobs).run()
 
 
 if __name__ == '__main__':

@@ -11,8 +11,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401
-from mmaddp.models.utils.checkpoint_convert import read_classifier_checkpoint
-from mmaddp.utils import load_state_into, load_tool_config, prepare_launch, save_test_metrics
+from mmaddp.checkpoint import load_state_into, read_state_dict, recognise_layout
+from mmaddp.utils import load_tool_config, prepare_launch, save_test_metrics
 
 
 def parse_args():
@@ -21,10 +21,16 @@ def parse_args():
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config (key=value)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config (key=value)')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
@@ -53,7 +59,10 @@ def main():
     # a classifier fine-tuned by the authors' code ('model' key, fc_norm,
     # head) is converted to ImageClassifier keys; anything else loads through
     # the runner as it is
-    release_state = read_classifier_checkpoint(args.checkpoint)
+    state = read_state_dict(args.checkpoint, mmap=True)  # mapped: cheap to look at
+    release_state = None
+    if recognise_layout(state) == 'release_classifier':
+        release_state = read_state_dict(args.checkpoint, 'release_classifier')
     cfg.load_from = None if release_state is not None else args.checkpoint
     if args.out is not None:
         dump = dict(type='DumpResults', out_file_path=args.out)  # mmengine's metric

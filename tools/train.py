@@ -22,24 +22,36 @@ def parse_args():
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and checkpoints')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
         help='resume from the given checkpoint, or from the latest checkpoint in the '
         'work dir when no path is given')
-    parser.add_argument('--amp', action='store_true',
-                        help='mixed precision: AmpOptimWrapper on a GPU, bf16 autocast on a CPU '
-                        'with bf16 arithmetic (CPUBf16OptimWrapper)')
-    parser.add_argument('--no-validate', action='store_true',
-                        help='skip validation during training')
-    parser.add_argument('--test', action='store_true',
-                        help='after training, evaluate the final weights with the config\'s '
-                        'test settings, as tools/test.py does with the last checkpoint, and '
-                        'write WORK_DIR/test_metrics.json (saves starting a second process)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--amp',
+        action='store_true',
+        help='mixed precision: AmpOptimWrapper on a GPU, bf16 autocast on a CPU '
+        'with bf16 arithmetic (CPUBf16OptimWrapper)')
+    parser.add_argument(
+        '--no-validate', action='store_true', help='skip validation during training')
+    parser.add_argument(
+        '--test',
+        action='store_true',
+        help='after training, evaluate the final weights with the config\'s '
+        'test settings, as tools/test.py does with the last checkpoint, and '
+        'write WORK_DIR/test_metrics.json (saves starting a second process)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override settings of the config, as key=value pairs (e.g. '
         'train_cfg.max_iters=10); a key that the config lacks is an error')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:

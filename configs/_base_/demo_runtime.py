@@ -4,7 +4,7 @@ default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=400, by_epoch=False, max_keep_ckpts=1,
-                    save_last=True))
+    checkpoint=dict(
+        type='CheckpointHook', interval=400, by_epoch=False, max_keep_ckpts=1, save_last=True))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

@@ -31,29 +31,47 @@ max_epochs, warmup_epochs = 100, 20
 model = dict(
     type='ImageClassifier',
     backbone=dict(
-        type='ADDPViT', arch=arch, img_size=256, patch_size=16, out_type='avg_featmap',
-        pre_norm=False, final_norm=False, drop_path_rate=drop_path,
+        type='ADDPViT',
+        arch=arch,
+        img_size=256,
+        patch_size=16,
+        out_type='avg_featmap',
+        pre_norm=False,
+        final_norm=False,
+        drop_path_rate=drop_path,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=None,
     head=dict(
-        type='LinearClsHead', num_classes=1000, in_channels=width,
+        type='LinearClsHead',
+        num_classes=1000,
+        in_channels=width,
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         init_cfg=[dict(type='TruncNormal', layer='Linear', std=2e-5)]),
     # one of the two per batch, with equal probability (timm's switch prob 0.5)
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8),
+                             dict(type='CutMix', alpha=1.0)]))
 
 train_dataloader = dict(batch_size=batch_size)
 val_dataloader = dict(batch_size=batch_size)
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(
-    optimizer=dict(lr=lr),
-    paramwise_cfg=dict(layer_decay_rate=layer_decay))
+optim_wrapper = dict(optimizer=dict(lr=lr), paramwise_cfg=dict(layer_decay_rate=layer_decay))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min_ratio=min_lr / lr,
-         by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+    dict(
+        type='LinearLR',
+        start_factor=1e-4,
+        by_epoch=True,
+        begin=0,
+        end=warmup_epochs,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_epochs - warmup_epochs,
+        eta_min_ratio=min_lr / lr,
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=max_epochs,
+        convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs)
 

@@ -18,17 +18,28 @@ drop_path = 0.2
 max_epochs, warmup_epochs = 50, 5
 
 model = dict(
-    backbone=dict(arch=arch, drop_path_rate=drop_path,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(
+        arch=arch,
+        drop_path_rate=drop_path,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     head=dict(in_channels=width))
 
-optim_wrapper = dict(
-    optimizer=dict(lr=lr),
-    paramwise_cfg=dict(layer_decay_rate=layer_decay))
+optim_wrapper = dict(optimizer=dict(lr=lr), paramwise_cfg=dict(layer_decay_rate=layer_decay))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min_ratio=min_lr / lr,
-         by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+    dict(
+        type='LinearLR',
+        start_factor=1e-4,
+        by_epoch=True,
+        begin=0,
+        end=warmup_epochs,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_epochs - warmup_epochs,
+        eta_min_ratio=min_lr / lr,
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=max_epochs,
+        convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs)

@@ -47,8 +47,7 @@ model = dict(
         norm_cfg=norm_cfg),
     rpn_head=dict(num_convs=2),
     roi_head=dict(
-        bbox_head=dict(type='Shared4Conv1FCBBoxHead', conv_out_channels=256,
-                       norm_cfg=norm_cfg),
+        bbox_head=dict(type='Shared4Conv1FCBBoxHead', conv_out_channels=256, norm_cfg=norm_cfg),
         mask_head=dict(norm_cfg=norm_cfg)))
 
 # large-scale jitter: random scale 0.1-2.0 of 1024, 1024 crop, pad to 1024
@@ -58,8 +57,12 @@ train_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='RandomResize', scale=image_size, ratio_range=(0.1, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_type='absolute_range', crop_size=image_size,
-         recompute_bbox=True, allow_negative_crop=True),
+    dict(
+        type='RandomCrop',
+        crop_type='absolute_range',
+        crop_size=image_size,
+        recompute_bbox=True,
+        allow_negative_crop=True),
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
     dict(type='Pad', size=image_size, pad_val=dict(img=(128, 128, 128))),
     dict(type='PackDetInputs'),
@@ -69,8 +72,9 @@ test_pipeline = [
     dict(type='Resize', scale=image_size, keep_ratio=True),
     dict(type='Pad', size=image_size, pad_val=dict(img=(128, 128, 128))),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
     batch_size=4,  # x 16 GPUs = 64
@@ -86,25 +90,33 @@ optim_wrapper = dict(
     type='AmpOptimWrapper',
     constructor='BackboneLayerDecayOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
-    paramwise_cfg=dict(layer_decay_rate=0.7, norm_decay_mult=0.0,
-                       custom_keys={'.pos_embed': dict(decay_mult=0.0)}))
+    paramwise_cfg=dict(
+        layer_decay_rate=0.7, norm_decay_mult=0.0, custom_keys={'.pos_embed':
+                                                                dict(decay_mult=0.0)}))
 
 # 100 epochs = 184,375 iterations x 64 images / 118k images; lr x0.1 at 88 and 96 epochs
 max_iters = 184375
 interval = 5000
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=interval,
-                 dynamic_intervals=[(max_iters // interval * interval + 1, max_iters)])
+train_cfg = dict(
+    type='IterBasedTrainLoop',
+    max_iters=max_iters,
+    val_interval=interval,
+    dynamic_intervals=[(max_iters // interval * interval + 1, max_iters)])
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
-         milestones=[163889, 177546], gamma=0.1),
+    dict(
+        type='MultiStepLR',
+        by_epoch=False,
+        begin=0,
+        end=max_iters,
+        milestones=[163889, 177546],
+        gamma=0.1),
 ]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=interval, save_last=True,
-                    max_keep_ckpts=3))
+    checkpoint=dict(
+        type='CheckpointHook', by_epoch=False, interval=interval, save_last=True, max_keep_ckpts=3))
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
 auto_scale_lr = dict(enable=False, base_batch_size=64)

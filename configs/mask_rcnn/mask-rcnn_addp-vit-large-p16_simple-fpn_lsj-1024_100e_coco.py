@@ -7,7 +7,10 @@ _base_ = ['./mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-1024_100e_coco.py']
 pretrained = 'checkpoints/addp-vit-large-16.pth'
 
 model = dict(
-    backbone=dict(arch='l', global_attn_indexes=(5, 11, 17, 23), drop_path_rate=0.4,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(
+        arch='l',
+        global_attn_indexes=(5, 11, 17, 23),
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=1024))
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.8))

@@ -8,21 +8,35 @@ tokenizer_checkpoint = 'work_dirs/vq-tokenizer-tiny-f4_1xb64-1000i_demo/iter_100
 num_codes = 512
 model = dict(
     type='TokenPredictor',
-    arch=dict(embed_dims=128, depth=4, num_heads=4,
-              decoder_embed_dims=128, decoder_depth=2, decoder_num_heads=4),
-    codebook_size=num_codes, num_classes=1, class_id=num_codes, num_tokens=64,
-    drop_rate=0.0, label_smoothing=0.1,  # no dropout: 40 % of a CPU step, no overfitting here
+    arch=dict(
+        embed_dims=128,
+        depth=4,
+        num_heads=4,
+        decoder_embed_dims=128,
+        decoder_depth=2,
+        decoder_num_heads=4),
+    codebook_size=num_codes,
+    num_classes=1,
+    class_id=num_codes,
+    num_tokens=64,
+    drop_rate=0.0,
+    label_smoothing=0.1,  # no dropout (docs/demo_schedules.md)
     mask_ratio=dict(mean=0.55, std=0.25, low=0.5, high=1.0),
-    tokenizer=dict(type='VQTokenizer', base_channels=32, channel_mults=(1, 2, 4),
-                   num_res_blocks=1, code_dim=32, num_codes=num_codes, norm_groups=8,
-                   checkpoint=tokenizer_checkpoint),
-    # not MAGE's init at this width (measured in README, "The frozen parts"):
-    # Linear weights trunc_normal(0.02), not xavier (3-4x larger at width 128),
-    # and the token table std 0.02 * 768 / 128, so that its logits through the
-    # detached table have ViT-B's scale
-    init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
-              dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
-              dict(type='Normal', layer='Embedding', std=0.12)])
+    tokenizer=dict(
+        type='VQTokenizer',
+        base_channels=32,
+        channel_mults=(1, 2, 4),
+        num_res_blocks=1,
+        code_dim=32,
+        num_codes=num_codes,
+        norm_groups=8,
+        checkpoint=tokenizer_checkpoint),
+    # not MAGE's init at this width (docs/demo_schedules.md)
+    init_cfg=[
+        dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
+        dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
+        dict(type='Normal', layer='Embedding', std=0.12)
+    ])
 
 train_dataloader = dict(batch_size=64, num_workers=2)
 val_evaluator = dict(type='MaskedTokenAccuracy')
@@ -30,8 +44,7 @@ test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     type='CPUBf16OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05,
-                   fused=True),
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, fused=True),
     paramwise_cfg=dict(flat_decay_mult=0.0))
 max_iters = 800
 param_scheduler = [

@@ -37,9 +37,17 @@ model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,
     backbone=dict(
-        _delete_=True, type='ADDPViT', arch=arch, img_size=crop_size, patch_size=16,
-        out_type='featmap', out_indices=out_indices, pre_norm=True, final_norm=False,
-        drop_path_rate=drop_path, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        _delete_=True,
+        type='ADDPViT',
+        arch=arch,
+        img_size=crop_size,
+        patch_size=16,
+        out_type='featmap',
+        out_indices=out_indices,
+        pre_norm=True,
+        final_norm=False,
+        drop_path_rate=drop_path,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(embed_dim=width, rescales=[4, 2, 1, 0.5]),
     decode_head=dict(in_channels=[width] * 4, channels=width, num_classes=num_classes),
     auxiliary_head=dict(in_channels=width, in_index=2, num_classes=num_classes),
@@ -61,8 +69,7 @@ optim_wrapper = dict(
         }))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=warmup_iters,
-         end=max_iters),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=warmup_iters, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=16000)
 

@@ -13,8 +13,11 @@ out_indices = (7, 11, 15, 23)
 drop_path = 0.2
 
 model = dict(
-    backbone=dict(arch=arch, out_indices=out_indices, drop_path_rate=drop_path,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(
+        arch=arch,
+        out_indices=out_indices,
+        drop_path_rate=drop_path,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(embed_dim=width),
     decode_head=dict(in_channels=[width] * 4, channels=width),
     auxiliary_head=dict(in_channels=width))

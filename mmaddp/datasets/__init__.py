@@ -1,7 +1,7 @@
-from .code_id_cache import CodeIdDataset, encode_training_views
-from .demo_data import DIGIT_CLASSES, SEG_CLASSES, build_demo_data
-from .digits_seg import DigitsSegDataset
+from .code_id_cache import CodeIdDataset
+from .digits_seg import DIGIT_CLASSES, SEG_CLASSES, DigitsSegDataset
 from .transforms import CachedLoadImageFromFile
 
-__all__ = ['CodeIdDataset', 'encode_training_views', 'DIGIT_CLASSES', 'SEG_CLASSES', 'build_demo_data', 'DigitsSegDataset',
-           'CachedLoadImageFromFile']
+__all__ = [
+    'CodeIdDataset', 'DIGIT_CLASSES', 'SEG_CLASSES', 'DigitsSegDataset', 'CachedLoadImageFromFile'
+]

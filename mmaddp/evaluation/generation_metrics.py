@@ -15,9 +15,9 @@
 Images enter as a folder (searched recursively for PNG / JPEG files), a uint8
 tensor N x 3 x H x W (RGB), or a list of such tensors.
 """
-from abc import ABC, abstractmethod
 import os
 import os.path as osp
+from abc import ABC, abstractmethod
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -101,8 +101,10 @@ def list_image_files(folder: str, exclude: Sequence[str] = ()) -> List[str]:
         raise FileNotFoundError(f'Image folder not found: {folder}')
     files = []
     for root, _, names in os.walk(folder):
-        files += [osp.join(root, n) for n in names
-                  if n.lower().endswith(IMAGE_EXTENSIONS) and n not in exclude]
+        files += [
+            osp.join(root, n) for n in names
+            if n.lower().endswith(IMAGE_EXTENSIONS) and n not in exclude
+        ]
     if not files:
         raise ValueError(f'No PNG or JPEG images in {folder}')
     return sorted(files)
@@ -180,8 +182,13 @@ class InceptionFeatureNet(GenerationFeatureNet):
             ``save_cpu_ram=True`` (no loader worker processes).
     """
 
-    def __init__(self, weights_path: Optional[str], batch_size: int = 64, isc_splits: int = 10,
-                 cuda: Optional[bool] = None, exclude: Sequence[str] = (), **fidelity_kwargs):
+    def __init__(self,
+                 weights_path: Optional[str],
+                 batch_size: int = 64,
+                 isc_splits: int = 10,
+                 cuda: Optional[bool] = None,
+                 exclude: Sequence[str] = (),
+                 **fidelity_kwargs):
         from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
         if not weights_path or not osp.isfile(weights_path):
             raise FileNotFoundError(
@@ -204,20 +211,29 @@ class InceptionFeatureNet(GenerationFeatureNet):
         reference = reference if isinstance(reference, Dataset) else UInt8Images(reference)
         try:
             out = torch_fidelity.calculate_metrics(
-                input1=samples, input2=reference, fid=True, isc=True,
+                input1=samples,
+                input2=reference,
+                fid=True,
+                isc=True,
                 feature_extractor='inception-v3-compat',
                 feature_extractor_weights_path=self.weights_path,
                 isc_splits=max(1, min(self.isc_splits, len(samples))),
-                batch_size=self.batch_size, cuda=self.cuda, cache=False, verbose=False,
-                samples_shuffle=False, datasets_download=False, **self.fidelity_kwargs)
+                batch_size=self.batch_size,
+                cuda=self.cuda,
+                cache=False,
+                verbose=False,
+                samples_shuffle=False,
+                datasets_download=False,
+                **self.fidelity_kwargs)
         except RuntimeError as err:
             if 'state_dict' in str(err):
                 raise ValueError(f'{self.weights_path} is not the inception-v3-compat weights '
                                  f'file of torch-fidelity: {str(err).splitlines()[0]}') from err
             raise
-        return dict(fid=float(out['frechet_inception_distance']),
-                    is_mean=float(out['inception_score_mean']),
-                    is_std=float(out['inception_score_std']))
+        return dict(
+            fid=float(out['frechet_inception_distance']),
+            is_mean=float(out['inception_score_mean']),
+            is_std=float(out['inception_score_std']))
 
 
 class ClassifierFeatureNet(GenerationFeatureNet):
@@ -235,9 +251,14 @@ class ClassifierFeatureNet(GenerationFeatureNet):
         device: default: CUDA when available, else CPU.
     """
 
-    def __init__(self, config, checkpoint: Optional[str] = None,
-                 input_size: Union[int, Sequence[int], None] = None, batch_size: int = 64,
-                 is_splits: int = 10, device=None, exclude: Sequence[str] = ()):
+    def __init__(self,
+                 config,
+                 checkpoint: Optional[str] = None,
+                 input_size: Union[int, Sequence[int], None] = None,
+                 batch_size: int = 64,
+                 is_splits: int = 10,
+                 device=None,
+                 exclude: Sequence[str] = ()):
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.model = build_classifier(config, checkpoint).to(self.device).eval()
         if isinstance(input_size, int):
@@ -274,14 +295,18 @@ class ClassifierFeatureNet(GenerationFeatureNet):
 
     def _extract(self, source) -> Tuple[np.ndarray, np.ndarray]:
         dataset = source if isinstance(source, Dataset) else UInt8Images(source, self.exclude)
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0,
-                            collate_fn=_stack_same_size)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=0,
+            collate_fn=_stack_same_size)
         feats, probs = zip(*(self.features(batch) for batch in loader))
         return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
     def prepare_reference(self, reference):
-        if isinstance(reference, tuple) and len(reference) == 2 and isinstance(reference[0],
-                                                                                np.ndarray):
+        if isinstance(reference, tuple) and len(reference) == 2 and isinstance(
+                reference[0], np.ndarray):
             return reference
         feats, _ = self._extract(reference)
         return feature_statistics(feats)
@@ -291,8 +316,11 @@ class ClassifierFeatureNet(GenerationFeatureNet):
         feats, probs = self._extract(samples)
         mu, sigma = feature_statistics(feats)
         is_mean, is_std = inception_score(probs, self.is_splits)
-        return dict(fid=frechet_distance(mu, sigma, mu_ref, sigma_ref), is_mean=is_mean,
-                    is_std=is_std, confident_share=confident_share(probs))
+        return dict(
+            fid=frechet_distance(mu, sigma, mu_ref, sigma_ref),
+            is_mean=is_mean,
+            is_std=is_std,
+            confident_share=confident_share(probs))
 
 
 def build_classifier(config, checkpoint: Optional[str] = None) -> torch.nn.Module:
@@ -302,7 +330,7 @@ def build_classifier(config, checkpoint: Optional[str] = None) -> torch.nn.Modul
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    from mmaddp.utils import load_checkpoint_file, load_state_into
+    from mmaddp.checkpoint import load_state_into, read_state_dict
     if isinstance(config, (str, os.PathLike)):
         if not osp.isfile(config):
             raise FileNotFoundError(f'Feature network config not found: {config}')
@@ -323,10 +351,9 @@ def build_classifier(config, checkpoint: Optional[str] = None) -> torch.nn.Modul
     if checkpoint is None:
         model.init_weights()
         return model
-    ckpt = load_checkpoint_file(checkpoint)
-    state = ckpt.get('state_dict', ckpt.get('model', ckpt)) if isinstance(ckpt, dict) else None
+    state = read_state_dict(checkpoint)
     own = model.state_dict()
-    if not isinstance(state, dict) or not any(k in own for k in state):
+    if not any(k in own for k in state):
         raise ValueError(f'Checkpoint {checkpoint} is not a checkpoint of this feature network '
                          f'({type(model).__name__}): none of its keys match')
     result = load_state_into(model, state, f'Checkpoint {checkpoint}')

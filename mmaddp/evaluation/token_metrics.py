@@ -27,16 +27,19 @@ class ReconstructionMetric(BaseMetric):
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
-            self.results.append(dict(psnr=sample['psnr'], hist=torch.bincount(
-                sample['ids'].flatten(), minlength=self.num_codes)))
+            self.results.append(
+                dict(
+                    psnr=sample['psnr'],
+                    hist=torch.bincount(sample['ids'].flatten(), minlength=self.num_codes)))
 
     def compute_metrics(self, results: List[dict]) -> dict:
         hist = torch.stack([r['hist'] for r in results]).sum(0).double()
         p = hist / hist.sum()
         entropy = -(p[p > 0] * p[p > 0].log()).sum()
-        return dict(psnr=sum(r['psnr'] for r in results) / len(results),
-                    perplexity=float(entropy.exp()),
-                    code_usage=float((hist > 0).double().mean()))
+        return dict(
+            psnr=sum(r['psnr'] for r in results) / len(results),
+            perplexity=float(entropy.exp()),
+            code_usage=float((hist > 0).double().mean()))
 
 
 @METRICS.register_module()
@@ -51,12 +54,15 @@ class MaskedTokenAccuracy(BaseMetric):
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
-            self.results.append(dict(correct=int((sample['pred'] == sample['target']).sum()),
-                                     target=sample['target']))
+            self.results.append(
+                dict(
+                    correct=int((sample['pred'] == sample['target']).sum()),
+                    target=sample['target']))
 
     def compute_metrics(self, results: List[dict]) -> dict:
         targets = torch.cat([r['target'] for r in results])
         total = max(len(targets), 1)
         majority = int(torch.bincount(targets).max()) if len(targets) else 0
-        return dict(accuracy=100.0 * sum(r['correct'] for r in results) / total,
-                    majority_baseline=100.0 * majority / total)
+        return dict(
+            accuracy=100.0 * sum(r['correct'] for r in results) / total,
+            majority_baseline=100.0 * majority / total)

@@ -21,13 +21,16 @@ def prepare_launch(cfg) -> None:
     if launcher != 'pytorch':
         raise RuntimeError(f'launcher={launcher!r} needs GPUs; on a CPU-only machine use '
                            'tools/dist_train.sh (torchrun, gloo backend)')
-    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
+    missing = [
+        k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ
+    ]
     if missing:
-        raise RuntimeError(f'--launcher pytorch needs the environment of torchrun; missing {missing}')
+        raise RuntimeError(
+            f'--launcher pytorch needs the environment of torchrun; missing {missing}')
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     wrapper = cfg.get('model_wrapper_cfg', None) or {}
     if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
         cfg.model_wrapper_cfg = dict(wrapper, type='DeviceAwareDistributedDataParallel')
     if not dist.is_initialized():
-        dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
-                                world_size=int(os.environ['WORLD_SIZE']))
+        dist.init_process_group(
+            backend='gloo', rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']))

@@ -7,9 +7,14 @@ width = 32
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     pretrained=None,
-    backbone=dict(_delete_=True, type='ADDPViT', arch=dict(embed_dims=width, num_layers=4,
-                  num_heads=2), img_size=64, out_type='featmap', out_indices=[0, 1, 2, 3],
-                  final_norm=False),
+    backbone=dict(
+        _delete_=True,
+        type='ADDPViT',
+        arch=dict(embed_dims=width, num_layers=4, num_heads=2),
+        img_size=64,
+        out_type='featmap',
+        out_indices=[0, 1, 2, 3],
+        final_norm=False),
     neck=dict(in_channels=[width] * 4, out_channels=width, scales=[4, 2, 1, 0.5]),
     decode_head=dict(in_channels=[width] * 4, channels=32, num_classes=11, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=width, channels=16, num_classes=11, norm_cfg=norm_cfg))

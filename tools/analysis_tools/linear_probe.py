@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 
 import numpy as np
 import torch
@@ -26,27 +25,34 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import mmaddp  # noqa: E402,F401
-from mmaddp.registry import MODELS  # noqa: E402
-from mmaddp.utils.config import merge_cfg_options_strict  # noqa: E402
+from mmaddp.registry import MODELS
+from mmaddp.utils.config import merge_cfg_options_strict
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Linear probe of a frozen encoder')
     parser.add_argument('config', help='a classification config with an ADDPViT backbone')
     parser.add_argument('checkpoint', nargs='?', help='ADDP / mmaddp checkpoint of the encoder')
-    parser.add_argument('--random', action='store_true',
-                        help='probe the encoder at its initialisation from scratch')
+    parser.add_argument(
+        '--random',
+        action='store_true',
+        help='probe the encoder at its initialisation from scratch')
     parser.add_argument('--train-per-class', type=int, default=300)
     parser.add_argument('--C', type=float, default=0.1, help='inverse L2 strength')
-    parser.add_argument('--features', choices=['tokens', 'pooled'], default='tokens',
-                        help='tokens: the class token and every patch token, flattened; '
-                        'pooled: the class token and the mean patch token')
+    parser.add_argument(
+        '--features',
+        choices=['tokens', 'pooled'],
+        default='tokens',
+        help='tokens: the class token and every patch token, flattened; '
+        'pooled: the class token and the mean patch token')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random init')
     parser.add_argument('--out', help='write the result as JSON here')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config (key=value; unknown keys refused)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config (key=value; unknown keys refused)')
     args = parser.parse_args()
     if (args.checkpoint is None) == (not args.random):
         parser.error('give a CHECKPOINT or --random (one of them)')
@@ -60,9 +66,12 @@ def build_encoder(cfg: Config, checkpoint, seed: int) -> torch.nn.Module:
     if backbone.get('type') != 'ADDPViT':
         raise ValueError(f'{cfg.filename}: the linear probe needs an ADDPViT backbone, '
                          f'got {backbone.get("type")!r}')
-    backbone.update(out_type='raw', final_norm=True, drop_path_rate=0.0, frozen_stages=-1,
-                    init_cfg=None if checkpoint is None else
-                    dict(type='Pretrained', checkpoint=checkpoint))
+    backbone.update(
+        out_type='raw',
+        final_norm=True,
+        drop_path_rate=0.0,
+        frozen_stages=-1,
+        init_cfg=None if checkpoint is None else dict(type='Pretrained', checkpoint=checkpoint))
     torch.manual_seed(seed)
     encoder = MODELS.build(backbone)
     encoder.init_weights()
@@ -115,9 +124,14 @@ def main():
     clf = LogisticRegression(C=args.C, max_iter=2000)
     clf.fit(scaler.transform(x_train), y_train)
     top1 = 100.0 * float((clf.predict(scaler.transform(x_val)) == y_val).mean())
-    result = dict(top1=top1, train_images=len(y_train), val_images=len(y_val),
-                  features=args.features, dims=int(x_train.shape[1]), C=args.C,
-                  encoder='random' if args.random else args.checkpoint)
+    result = dict(
+        top1=top1,
+        train_images=len(y_train),
+        val_images=len(y_val),
+        features=args.features,
+        dims=int(x_train.shape[1]),
+        C=args.C,
+        encoder='random' if args.random else args.checkpoint)
     print(json.dumps(result))
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)

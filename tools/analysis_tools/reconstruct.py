@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 
 import numpy as np
 import torch
@@ -20,10 +19,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from PIL import Image
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import mmaddp  # noqa: E402,F401
-from mmaddp.evaluation.generation_metrics import list_image_files  # noqa: E402
-from mmaddp.registry import MODELS  # noqa: E402
+from mmaddp.evaluation.generation_metrics import list_image_files
+from mmaddp.registry import MODELS
 
 
 def main():
@@ -48,8 +46,9 @@ def main():
     psnr = []
     for start in range(0, len(files), args.batch_size):
         batch = files[start:start + args.batch_size]
-        images = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert('RGB'))
-                                            for f in batch])).permute(0, 3, 1, 2).float() / 255
+        images = torch.from_numpy(
+            np.stack([np.asarray(Image.open(f).convert('RGB'))
+                      for f in batch])).permute(0, 3, 1, 2).float() / 255
         with torch.no_grad():
             ids, _ = tokenizer.encode(images)
             recon = tokenizer.decode_ids(ids).float().clamp(0, 1)

@@ -5,9 +5,13 @@ scikit-learn's digit scans and sample photographs, in seconds.
 """
 import argparse
 import json
+import os.path as osp
+import sys
 import time
 
-from mmaddp.datasets.demo_data import build_demo_data
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+
+from demo.demo_data import build_demo_data
 
 
 def main():

@@ -6,12 +6,17 @@
 dataset_type = 'CustomDataset'
 data_root = 'data/demo/imagenet/'
 img_size = 32
-data_preprocessor = dict(type='SelfSupDataPreprocessor', mean=[0., 0., 0.],
-                         std=[255., 255., 255.], to_rgb=True)  # images in [0, 1]
+data_preprocessor = dict(
+    type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.],
+    to_rgb=True)  # images in [0, 1]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.6, 1.0),
-         backend='pillow', interpolation='bicubic'),
+    dict(
+        type='RandomResizedCrop',
+        scale=img_size,
+        crop_ratio_range=(0.6, 1.0),
+        backend='pillow',
+        interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
@@ -20,8 +25,12 @@ train_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),  # iteration-based demo configs
     collate_fn=dict(type='default_collate'),
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', with_label=False,
-                 pipeline=train_pipeline))
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix='train',
+        with_label=False,
+        pipeline=train_pipeline))
 # unlabelled val split, for the tokenizer / token-predictor metrics
 val_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 val_dataloader = dict(
@@ -30,6 +39,10 @@ val_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='default_collate'),
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', with_label=False,
-                 pipeline=val_pipeline))
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix='val',
+        with_label=False,
+        pipeline=val_pipeline))
 test_dataloader = val_dataloader

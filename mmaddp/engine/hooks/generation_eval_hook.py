@@ -1,25 +1,10 @@
 """FID / IS of ADDP samples during training, logged like any other scalar.
 
-To enable it in ``configs/addp/addp_vit-tiny-p4_1xb64-1000i_demo.py`` (FID of
-64 samples against the 500 images of the pretraining val split, every 500
-iterations and after training, with the tiny demo classifier as feature net)::
-
-    custom_hooks = [
-        dict(type='GenerationEvalHook', interval=500, num_samples=64, steps=20,
-             feature_net=dict(
-                 type='classifier',
-                 config='configs/imagenet/addp-vit-tiny-p4_1xb64-3000i_demo.py',
-                 checkpoint='work_dirs/addp-vit-tiny-p4_1xb64-3000i_demo/iter_8000.pth',
-                 is_splits=1),
-             ref_dir='data/demo/pretrain/val'),
-    ]
-    # or, with the published protocol (local torch-fidelity weights file):
-    # feature_net=dict(type='inception',
-    #                  weights_path='pretrain/weights-inception-2015-12-05-6726825d.pth')
-    # and ref_dataloader=val_dataloader (read once, through the model's preprocessor)
-
-Add ``dict(type='TensorboardVisBackend')`` to ``visualizer.vis_backends`` to
-see the scalars and the grids in TensorBoard.
+The hook samples with ``ADDP.generate`` (sharded over ranks, one seed per
+sample), scores the samples against a reference folder or dataloader with
+:mod:`mmaddp.evaluation.generation_metrics` and logs ``fid`` / ``is`` and a
+sample grid through the runner's visualizer. ``docs/generation.md`` shows a
+config block that turns it on.
 """
 import math
 from itertools import chain
@@ -115,8 +100,12 @@ class GenerationEvalHook(Hook):
         self.eval_after_train = eval_after_train
         self.num_samples = num_samples
         self.batch_size = batch_size
-        self.generate_kwargs = dict(steps=steps, schedule=schedule, temperature=temperature,
-                                    temperature_decay=temperature_decay, top_p=top_p)
+        self.generate_kwargs = dict(
+            steps=steps,
+            schedule=schedule,
+            temperature=temperature,
+            temperature_decay=temperature_decay,
+            top_p=top_p)
         self.seed = seed
         self.grid_size = grid_size
         self.nrow = nrow
@@ -155,8 +144,9 @@ class GenerationEvalHook(Hook):
         if isinstance(loader, dict):
             loader = Runner.build_dataloader(loader, seed=runner.seed)
         rank, world_size = get_dist_info()
-        limit = (math.ceil(self.ref_num_images / world_size)
-                 if self.ref_num_images is not None else None)
+        limit = (
+            math.ceil(self.ref_num_images /
+                      world_size) if self.ref_num_images is not None else None)
         local, count = [], 0
         for data_batch in loader:
             inputs = model.data_preprocessor(data_batch, False)['inputs']
@@ -203,14 +193,15 @@ class GenerationEvalHook(Hook):
         gathered = all_gather_object(local)
         result = [None]
         if rank == 0:
-            samples = torch.stack([image for _, image in sorted(chain(*gathered),
-                                                                key=lambda item: item[0])])
+            samples = torch.stack(
+                [image for _, image in sorted(chain(*gathered), key=lambda item: item[0])])
             metrics = self.feature_net.compute_metrics(samples, self.reference)
             result = [{f'{self.prefix}/{k}': float(v) for k, v in metrics.items()}]
             grid = make_grid(samples[:self.grid_size], nrow=self.nrow, padding=2)
-            runner.visualizer.add_image(f'{self.prefix}_grid',
-                                        np.ascontiguousarray(grid.permute(1, 2, 0).numpy()),
-                                        step=step)
+            runner.visualizer.add_image(
+                f'{self.prefix}_grid',
+                np.ascontiguousarray(grid.permute(1, 2, 0).numpy()),
+                step=step)
         broadcast_object_list(result)
         scalars = result[0]
         for key, value in scalars.items():

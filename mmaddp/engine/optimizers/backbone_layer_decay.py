@@ -21,7 +21,11 @@ class BackboneLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperCon
     Usable from the mmpretrain, mmdet and mmseg scopes.
     """
 
-    def add_params(self, params, module: nn.Module, prefix: str = '', get_layer_depth=None,
+    def add_params(self,
+                   params,
+                   module: nn.Module,
+                   prefix: str = '',
+                   get_layer_depth=None,
                    **kwargs) -> None:
         if get_layer_depth is None and not hasattr(module, 'get_layer_depth'):
             backbone = getattr(module, 'backbone', None)
@@ -30,5 +34,4 @@ class BackboneLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperCon
                     f'{type(module).__name__} has no get_layer_depth and no backbone with '
                     'one; layer-wise lr decay needs a backbone such as ADDPViT')
             get_layer_depth = partial(backbone.get_layer_depth, prefix=f'{prefix}backbone.')
-        super().add_params(params, module, prefix=prefix, get_layer_depth=get_layer_depth,
-                           **kwargs)
+        super().add_params(params, module, prefix=prefix, get_layer_depth=get_layer_depth, **kwargs)

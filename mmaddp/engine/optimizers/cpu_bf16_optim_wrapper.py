@@ -56,10 +56,9 @@ class CPUBf16OptimWrapper(OptimWrapper):
         fast = cpu_has_fast_bf16()
         if enabled == 'auto':
             enabled = fast
-            MMLogger.get_current_instance().info(
-                'CPUBf16OptimWrapper: bf16 autocast ' +
-                ('on (the CPU reports ' + '/'.join(sorted(cpu_flags() & set(FAST_BF16_FLAGS))) +
-                 ')' if fast else 'off: the CPU reports none of ' + ', '.join(FAST_BF16_FLAGS)))
+            MMLogger.get_current_instance().info('CPUBf16OptimWrapper: bf16 autocast ' + (
+                'on (the CPU reports ' + '/'.join(sorted(cpu_flags() & set(FAST_BF16_FLAGS))) +
+                ')' if fast else 'off: the CPU reports none of ' + ', '.join(FAST_BF16_FLAGS)))
         elif enabled is True and not fast:
             raise RuntimeError('bf16 autocast asked for, but this CPU reports none of '
                                f'{", ".join(FAST_BF16_FLAGS)} (bf16 would be emulated, slower '

@@ -5,34 +5,43 @@ import torch
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 from torch.nn.modules.module import _IncompatibleKeys
 
+from mmaddp.checkpoint import load_state_into, read_state_dict
 from mmaddp.registry import MODELS
-from mmaddp.utils import load_checkpoint_file, load_state_into
-from ..utils.checkpoint_convert import (RELEASE_DECODER_PREFIXES, RELEASE_ENCODER_PREFIXES,
-                                         is_unused_release_key, rename_release_key)
-from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
-from ..utils.iterative_sampler import make_generators, sample_ids
-from ..utils.mask_ratio import MaskRatioSchedule
+from ..diffusion import (MaskRatioSchedule, corrupt, eval_mode, fully_masked_pixels,
+                         make_generators, mix_code_vectors, sample_ids)
+from ..layers import FrozenPartsMixin
+from ..utils.data_preprocessor import IMAGENET_MEAN_255, IMAGENET_STD_255, UNIT_RANGE_PREPROCESSOR
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @MODELS.register_module()
-class ADDP(BaseSelfSupervisor):
+class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
     """ADDP: an ``ADDPViT`` encoder (``backbone``) reads pixels decoded from
     partly unreliable VQ tokens; a ``TokenDecoder`` (``neck``) predicts the
     token predictor's next-step distribution; ``DenoisingHead`` (``head``)
     gives the loss. The ``tokenizer`` and ``token_predictor`` are frozen:
-    built from config, loaded from their checkpoints, in eval mode, run
-    without gradient, and held outside the module tree, so they stay out of
-    the optimizer, the gradient norm, DDP and the checkpoints.
+    built from config, loaded from their checkpoints, run without gradient
+    and held outside the module tree (:class:`~mmaddp.models.layers.FrozenPartsMixin`),
+    so they stay out of the optimizer, the gradient norm, DDP and the
+    checkpoints. The forward process is :func:`~mmaddp.models.diffusion.corrupt`,
+    generation the sampler of :mod:`mmaddp.models.diffusion.sampler`.
+
+    Reference: Tian et al., "ADDP: Learning General Representations for
+    Image Recognition and Generation with Alternating Denoising Diffusion
+    Process", ICLR 2024.
 
     Args:
-        backbone, neck, head (dict): the three trained parts.
+        backbone (dict): the ``ADDPViT`` encoder (``out_type='raw'``).
+        neck (dict): the ``TokenDecoder``.
+        head (dict): the ``DenoisingHead``.
         tokenizer (dict): a ``VQTokenizer`` config (with ``checkpoint``).
         token_predictor (dict): a ``TokenPredictor`` config (with ``checkpoint``).
         mask_schedule (dict, optional): ``MaskRatioSchedule`` arguments.
+            Defaults to None (the release's schedule).
         checkpoint (str, optional): a released ``addp-vit-*-16.pth`` or an
-            mmaddp ADDP checkpoint to start from.
+            mmaddp ADDP checkpoint to start from. Defaults to None.
+        data_preprocessor (dict, optional): Defaults to None (uint8 BGR ->
+            RGB in [0, 1], the tokenizer's input).
+        init_cfg (dict, optional): Defaults to None.
     """
 
     def __init__(self,
@@ -46,16 +55,21 @@ class ADDP(BaseSelfSupervisor):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         # images in [0, 1] (the tokenizer's input); the encoder normalises itself
-        super().__init__(backbone=backbone, neck=neck, head=head,
-                         data_preprocessor=data_preprocessor or dict(UNIT_RANGE_PREPROCESSOR),
-                         init_cfg=init_cfg)
-        # Held outside the module tree: not in the optimizer, the gradient
-        # norm, DDP's parameter set or the checkpoints (they have their own).
-        self._frozen_parts = dict(tokenizer=MODELS.build(dict(tokenizer, frozen=True)),
-                                  token_predictor=MODELS.build(dict(token_predictor, frozen=True)))
+        super().__init__(
+            backbone=backbone,
+            neck=neck,
+            head=head,
+            data_preprocessor=data_preprocessor or dict(UNIT_RANGE_PREPROCESSOR),
+            init_cfg=init_cfg)
+        self.hold_frozen(
+            tokenizer=MODELS.build(dict(tokenizer, frozen=True)),
+            token_predictor=MODELS.build(dict(token_predictor, frozen=True)))
         self.mask_schedule = MaskRatioSchedule(**(mask_schedule or {}))
-        self.register_buffer('pixel_mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer('pixel_std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+        # the encoder reads ImageNet-normalised pixels
+        self.register_buffer('pixel_mean',
+                             torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1) / 255, False)
+        self.register_buffer('pixel_std',
+                             torch.tensor(IMAGENET_STD_255).view(1, 3, 1, 1) / 255, False)
         self.num_codes = self.tokenizer.num_codes
         if self.token_predictor.codebook_size != self.num_codes:
             raise ValueError(f'token_predictor.codebook_size ({self.token_predictor.codebook_size})'
@@ -67,19 +81,16 @@ class ADDP(BaseSelfSupervisor):
 
     @property
     def tokenizer(self):
-        return self._frozen_parts['tokenizer']
+        """The frozen ``VQTokenizer``."""
+        return self.frozen_part('tokenizer')
 
     @property
     def token_predictor(self):
-        return self._frozen_parts['token_predictor']
+        """The frozen ``TokenPredictor``."""
+        return self.frozen_part('token_predictor')
 
-    def _apply(self, fn, *args, **kwargs):
-        """Move / cast the frozen parts along with the model."""
-        super()._apply(fn, *args, **kwargs)
-        for part in self._frozen_parts.values():
-            part._apply(fn, *args, **kwargs)
+    def frozen_parts_moved(self):
         self._start_pixels_cache = None  # recomputed on the new device / dtype
-        return self
 
     # ----------------------------------------------------------------- init
     def init_weights(self):
@@ -101,66 +112,30 @@ class ADDP(BaseSelfSupervisor):
             of the frozen parts the file holds copies of (``tokenizer.*``,
             ``token_predictor.*``).
         """
-        ckpt = load_checkpoint_file(path)
+        mapped = read_state_dict(path, 'addp')
         self._start_pixels_cache = None  # the frozen parts may change below
-        state = ckpt.get('model', ckpt.get('state_dict', ckpt))
-        if any(k.startswith('backbone.') for k in state):
-            mapped = dict(state)
-        elif 'patch_embed.proj.weight' in state and 'decoder_embed.weight' in state:
-            mapped = {}
-            for k, v in state.items():
-                if is_unused_release_key(k):
-                    continue
-                if k.startswith(RELEASE_ENCODER_PREFIXES):
-                    mapped['backbone.' + rename_release_key(k)] = v
-                elif k.startswith(RELEASE_DECODER_PREFIXES):
-                    mapped['neck.' + k] = v
-                elif k.startswith('vqgan.'):
-                    mapped['tokenizer.' + k[len('vqgan.'):]] = v
-                else:
-                    mapped[k] = v  # token_predictor.* copies; anything else is unexpected
-        else:
-            raise ValueError(f'Checkpoint {path} is not an ADDP checkpoint: it needs encoder '
-                             "and decoder keys ('patch_embed.*', 'decoder_embed.*') or an "
-                             "mmaddp 'backbone.*' state_dict")
         missing, unexpected = [], []
-        for name, part in self._frozen_parts.items():  # copies of the frozen parts
-            sub = {k[len(name) + 1:]: mapped.pop(k) for k in list(mapped)
-                   if k.startswith(name + '.')}
+        for name, part in self.frozen_parts.items():  # copies of the frozen parts
+            sub = {
+                k[len(name) + 1:]: mapped.pop(k)
+                for k in list(mapped) if k.startswith(name + '.')
+            }
             if not sub:
                 continue
             source = f'Checkpoint {path} ({name}.*)'
-            result = (part.load_release_state(sub, source) if name == 'token_predictor' else
-                      load_state_into(part, sub, source))
+            result = (
+                part.load_release_state(sub, source)
+                if name == 'token_predictor' else load_state_into(part, sub, source))
             missing += [f'{name}.{k}' for k in result.missing_keys]
             unexpected += [f'{name}.{k}' for k in result.unexpected_keys]
         result = load_state_into(self, mapped, f'Checkpoint {path}')
         return _IncompatibleKeys(result.missing_keys + missing, result.unexpected_keys + unexpected)
 
     # -------------------------------------------------------------- process
-    @torch.no_grad()
     def corrupt(self, images: torch.Tensor, mask_t: torch.Tensor, mask_next: torch.Tensor):
-        """Steps 1-4 of the spec (frozen parts, no gradient).
-
-        Args:
-            images: B x 3 x H x W in [0, 1].
-            mask_t, mask_next: B x L bool, ``mask_t`` within ``mask_next``.
-
-        Returns:
-            tuple: ids z0 (B x L), pixels x_t (B x 3 x H x W in [0, 1]) and
-            the target probabilities q_t (B x L x codes).
-        """
-        ids, e0 = self.tokenizer.encode(images)
-        b, h, w = ids.shape
-        ids = ids.flatten(1)
-        # both token-predictor passes share one batched forward
-        probs = self.token_predictor.predict_probs(torch.cat([ids, ids]),
-                                                   torch.cat([mask_next, mask_t]))
-        p_next, q_t = probs.split(b)
-        soft = self.tokenizer.soft_embed(p_next.view(b, h, w, -1))
-        z_t = torch.where(mask_t.view(b, 1, h, w), soft.to(e0.dtype), e0)
-        x_t = self.tokenizer.decode(z_t).clamp(0, 1)
-        return ids, x_t, q_t
+        """The forward process with this model's frozen parts (see
+        :func:`mmaddp.models.diffusion.corrupt`): ids z0, pixels x_t, q_t."""
+        return corrupt(self.tokenizer, self.token_predictor, images, mask_t, mask_next)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """Clamp to [0, 1] and normalise with ImageNet mean / std."""
@@ -181,7 +156,9 @@ class ADDP(BaseSelfSupervisor):
         logits = self.decode_logits(x_t, ids, mask_t)
         return self.head.loss(logits, q_t, mask_t)
 
-    def loss(self, inputs: torch.Tensor, data_samples: Optional[List] = None,
+    def loss(self,
+             inputs: torch.Tensor,
+             data_samples: Optional[List] = None,
              **kwargs) -> Dict[str, torch.Tensor]:
         if isinstance(inputs, (list, tuple)):
             inputs = inputs[0]
@@ -203,25 +180,27 @@ class ADDP(BaseSelfSupervisor):
         no dataset image is involved."""
         cache = getattr(self, '_start_pixels_cache', None)
         if cache is None:
-            length = self.neck.num_tokens
-            side = int(round(length**0.5))
-            ids = torch.zeros(1, length, dtype=torch.long, device=self.pixel_mean.device)
-            probs = self.token_predictor.predict_probs(ids, torch.ones_like(ids, dtype=torch.bool))
-            soft = self.tokenizer.soft_embed(probs.view(1, side, side, -1))
-            cache = self.tokenizer.decode(soft).float().clamp(0, 1)
+            cache = fully_masked_pixels(self.tokenizer, self.token_predictor, self.neck.num_tokens,
+                                        self.pixel_mean.device)
             self._start_pixels_cache = cache
         return cache
 
     @torch.no_grad()
-    def generate(self, num_samples: int, steps: int = 20, schedule: str = 'cosine',
-                 temperature: float = 6.0, temperature_decay: bool = True,
-                 top_p: Optional[float] = None, seed: Optional[int] = None,
+    def generate(self,
+                 num_samples: int,
+                 steps: int = 20,
+                 schedule: str = 'cosine',
+                 temperature: float = 6.0,
+                 temperature_decay: bool = True,
+                 top_p: Optional[float] = None,
+                 seed: Optional[int] = None,
                  generator: Union[torch.Generator, Sequence[torch.Generator], None] = None,
-                 return_trace: bool = False, seeds: Optional[Sequence[int]] = None):
+                 return_trace: bool = False,
+                 seeds: Optional[Sequence[int]] = None):
         """Unconditional generation by alternating decode and predict.
 
         Starts from :meth:`start_pixels`; each step runs encoder + decoder on
-        the current pixels and :func:`~mmaddp.models.utils.iterative_sampler.reveal_step`
+        the current pixels and :func:`~mmaddp.models.diffusion.reveal_step`
         draws ids and chooses which stay masked (fewer each step, none after
         the last); revealed ids are decoded as code vectors, still-masked
         positions as soft vectors of the step's prediction.
@@ -249,19 +228,25 @@ class ADDP(BaseSelfSupervisor):
             return logits.float().softmax(-1)
 
         def decode(ids, masked, probs):
-            mix = self.tokenizer.embed(ids.view(num_samples, side, side))
+            vectors = self.tokenizer.embed(ids.view(num_samples, side, side))
             if masked.any():  # still-masked positions enter the decode as soft vectors
-                soft = self.tokenizer.soft_embed(probs.view(num_samples, side, side, codes))
-                mix = torch.where(masked.view(num_samples, 1, side, side), soft.to(mix.dtype), mix)
-            state['pixels'] = self.tokenizer.decode(mix).float().clamp(0, 1)
+                vectors = mix_code_vectors(self.tokenizer, vectors, masked, probs)
+            state['pixels'] = self.tokenizer.decode(vectors).float().clamp(0, 1)
             if return_trace:
                 trace.append(dict(ids=ids.clone(), mask=masked.clone()))
 
-        was_training = self.training
-        self.eval()
-        sample_ids(predict, num_samples, length, steps, generator, device, on_step=decode,
-                   schedule=schedule, temperature=temperature,
-                   temperature_decay=temperature_decay, top_p=top_p)
-        self.train(was_training)
+        with eval_mode(self):
+            sample_ids(
+                predict,
+                num_samples,
+                length,
+                steps,
+                generator,
+                device,
+                on_step=decode,
+                schedule=schedule,
+                temperature=temperature,
+                temperature_decay=temperature_decay,
+                top_p=top_p)
         pixels = state['pixels']
         return (pixels, trace) if return_trace else pixels

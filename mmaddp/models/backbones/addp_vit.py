@@ -4,22 +4,54 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmpretrain.models.utils import resize_pos_embed
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
+from mmaddp.checkpoint import load_state_into, read_state_dict
 from mmaddp.registry import register_backbone
-from mmaddp.utils import load_state_into
-from ..utils.attention import select_attention_kernel
-from ..utils.checkpoint_convert import load_addp_encoder_state_dict
-from ..utils.release_init import init_like_release
-from .code_token_embed import CodeTokenEmbed
-from .window_attention import WindowBlock
+from ..adapters.code_token_embed import CodeTokenEmbed
+from ..adapters.window_attention import WindowBlock
+from ..layers import init_like_release, layer_norm, select_attention_kernel
 
 
-def _layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, eps=1e-6, **kwargs)
+def load_addp_encoder_state_dict(path: str,
+                                 pos_embed_shape: Tuple[int, int],
+                                 num_extra_tokens: int = 1,
+                                 keep_pre_norm: bool = True,
+                                 keep_pooled_norm: bool = True) -> Dict[str, torch.Tensor]:
+    """``ADDPViT`` tensors of any checkpoint that holds an ADDP encoder (see
+    :mod:`mmaddp.checkpoint.layouts`), the position embedding (1 x (extra +
+    N) x C) resized bicubically to ``pos_embed_shape``.
+
+    Args:
+        path (str): the checkpoint file.
+        pos_embed_shape (tuple[int, int]): the patch grid of the model.
+        num_extra_tokens (int): class tokens in front. Defaults to 1.
+        keep_pre_norm (bool): keep the LayerNorm before the blocks. Defaults to True.
+        keep_pooled_norm (bool): keep the LayerNorm after pooling. Defaults to True.
+    """
+    state = read_state_dict(
+        path, 'encoder', keep_pre_norm=keep_pre_norm, keep_pooled_norm=keep_pooled_norm)
+    if 'pos_embed' in state:
+        pos_embed = state['pos_embed']
+        num_patches = pos_embed.shape[1] - num_extra_tokens
+        side = int(round(num_patches**0.5))
+        if side * side != num_patches:
+            raise ValueError(f'pos_embed in {path} has {num_patches} patch positions, '
+                             'which is not a square grid')
+        if (side, side) != tuple(pos_embed_shape):
+            MMLogger.get_current_instance().info(
+                f'Resizing pos_embed from {side}x{side} to '
+                f'{pos_embed_shape[0]}x{pos_embed_shape[1]} (bicubic)')
+            state['pos_embed'] = resize_pos_embed(
+                pos_embed.float(), (side, side),
+                tuple(pos_embed_shape),
+                mode='bicubic',
+                num_extra_tokens=num_extra_tokens).to(pos_embed.dtype)
+    return state
 
 
 @register_backbone()
@@ -31,7 +63,7 @@ class ADDPViT(BaseModule):
     learned absolute position embedding (class token included) -> optional
     LayerNorm (``pre_norm``) -> dropout -> timm ``Block`` s (qkv bias, LayerNorm eps 1e-6,
     attention by SDPA, or written out on CPU for narrow heads: see
-    :mod:`mmaddp.models.utils.attention`) -> final LayerNorm.
+    :mod:`mmaddp.models.layers.attention`) -> final LayerNorm.
     Parameter names follow the released ADDP checkpoint, except that the
     release's ``tokenizer_norm`` is called ``pre_norm`` here.
 
@@ -44,9 +76,10 @@ class ADDPViT(BaseModule):
 
     Args:
         arch (str | dict): ``'b'`` (768/12/12), ``'l'`` (1024/24/16), the test
-            sizes ``'tiny'`` (192/12/3), ``'nano'`` (64/4/4), ``'pico'``
-            (32/2/2), or a dict with ``embed_dims``, ``num_layers``,
-            ``num_heads`` and optionally ``mlp_ratio``.
+            sizes ``'tiny'`` (192/12/3), ``'nano'`` (64/4/4, the demo's), or a
+            dict with mmpretrain's keys ``embed_dims``, ``num_layers``,
+            ``num_heads`` and optionally ``feedforward_channels`` (or
+            ``mlp_ratio``; the MLP is 4x wide otherwise). Defaults to ``'b'``.
         img_size (int | tuple): input size the position embedding is made for;
             other sizes divisible by ``patch_size`` are handled by bicubic
             interpolation on the fly.
@@ -86,7 +119,7 @@ class ADDPViT(BaseModule):
         init_cfg (dict, optional): ``None`` (default) initialises from scratch
             as the release (xavier_uniform Linears and flattened patch
             projection, normal(0.02) class token and position embedding; see
-            :mod:`mmaddp.models.utils.release_init`);
+            :mod:`mmaddp.models.layers.release_init`);
             ``dict(type='Pretrained', checkpoint=PATH)`` loads a released ADDP
             checkpoint, a classifier fine-tuned by the release (its
             ``fc_norm`` becomes ``pooled_norm``) or an mmaddp checkpoint (see
@@ -99,9 +132,10 @@ class ADDPViT(BaseModule):
     arch_zoo = {
         **dict.fromkeys(['b', 'base'], dict(embed_dims=768, num_layers=12, num_heads=12)),
         **dict.fromkeys(['l', 'large'], dict(embed_dims=1024, num_layers=24, num_heads=16)),
-        'tiny': dict(embed_dims=192, num_layers=12, num_heads=3),
-        'nano': dict(embed_dims=64, num_layers=4, num_heads=4),
-        'pico': dict(embed_dims=32, num_layers=2, num_heads=2),
+        'tiny':
+        dict(embed_dims=192, num_layers=12, num_heads=3),
+        'nano':
+        dict(embed_dims=64, num_layers=4, num_heads=4),
     }
     num_extra_tokens = 1  # the class token
     OUT_TYPES = ('featmap', 'avg_featmap', 'cls_token', 'raw')
@@ -138,21 +172,26 @@ class ADDPViT(BaseModule):
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.patch_size = patch_size
         if any(s % patch_size for s in self.img_size):
-            raise ValueError(f'img_size {self.img_size} is not divisible by patch_size {patch_size}')
+            raise ValueError(
+                f'img_size {self.img_size} is not divisible by patch_size {patch_size}')
         self.patch_resolution = tuple(s // patch_size for s in self.img_size)
 
         self.patch_embed = PatchEmbed(
-            img_size=self.img_size, patch_size=patch_size, in_chans=in_channels,
-            embed_dim=self.embed_dims, strict_img_size=False, dynamic_img_pad=False)
+            img_size=self.img_size,
+            patch_size=patch_size,
+            in_chans=in_channels,
+            embed_dim=self.embed_dims,
+            strict_img_size=False,
+            dynamic_img_pad=False)
         if token_input is not None:
-            self.patch_embed = CodeTokenEmbed(embed_dims=self.embed_dims,
-                                              patch_size=patch_size, **token_input)
+            self.patch_embed = CodeTokenEmbed(
+                embed_dims=self.embed_dims, patch_size=patch_size, **token_input)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.pos_embed = nn.Parameter(
             torch.zeros(1, num_patches + self.num_extra_tokens, self.embed_dims))
         self.pos_drop = nn.Dropout(p=drop_rate)
-        self.pre_norm = _layer_norm(self.embed_dims) if pre_norm else nn.Identity()
+        self.pre_norm = layer_norm(self.embed_dims) if pre_norm else nn.Identity()
 
         dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
         self.with_cls_token = with_cls_token
@@ -161,31 +200,44 @@ class ADDPViT(BaseModule):
                 raise ValueError('window_size / use_rel_pos run on the patch-token map: '
                                  'set with_cls_token=False to use them')
             self.blocks = nn.ModuleList([
-                Block(dim=self.embed_dims, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                      qkv_bias=True, attn_drop=attn_drop_rate, proj_drop=drop_rate,
-                      drop_path=dpr[i], norm_layer=_layer_norm) for i in range(self.num_layers)
+                Block(
+                    dim=self.embed_dims,
+                    num_heads=num_heads,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=True,
+                    attn_drop=attn_drop_rate,
+                    proj_drop=drop_rate,
+                    drop_path=dpr[i],
+                    norm_layer=layer_norm) for i in range(self.num_layers)
             ])
         else:
             if out_type == 'cls_token':
                 raise ValueError("out_type='cls_token' needs with_cls_token=True")
-            global_attn_indexes = sorted({i + self.num_layers if i < 0 else i
-                                          for i in global_attn_indexes})
+            global_attn_indexes = sorted(
+                {i + self.num_layers if i < 0 else i
+                 for i in global_attn_indexes})
             if any(not 0 <= i < self.num_layers for i in global_attn_indexes):
                 raise ValueError(f'global_attn_indexes {global_attn_indexes} out of range for '
                                  f'{self.num_layers} blocks')
             self.blocks = nn.ModuleList([
-                WindowBlock(self.embed_dims, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
-                            proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i],
-                            norm_layer=_layer_norm,
-                            window_size=0 if i in global_attn_indexes else window_size,
-                            use_rel_pos=use_rel_pos, input_size=self.patch_resolution)
-                for i in range(self.num_layers)
+                WindowBlock(
+                    self.embed_dims,
+                    num_heads,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=True,
+                    proj_drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=dpr[i],
+                    norm_layer=layer_norm,
+                    window_size=0 if i in global_attn_indexes else window_size,
+                    use_rel_pos=use_rel_pos,
+                    input_size=self.patch_resolution) for i in range(self.num_layers)
             ])
             self.cls_token.requires_grad = False  # kept only so checkpoints load
         self.final_norm = final_norm
-        self.norm = _layer_norm(self.embed_dims) if final_norm else nn.Identity()
+        self.norm = layer_norm(self.embed_dims) if final_norm else nn.Identity()
         if out_type == 'avg_featmap':
-            self.pooled_norm = _layer_norm(self.embed_dims)
+            self.pooled_norm = layer_norm(self.embed_dims)
 
         if isinstance(out_indices, int):
             out_indices = [out_indices]
@@ -193,7 +245,8 @@ class ADDPViT(BaseModule):
         for index in out_indices:
             idx = index + self.num_layers if index < 0 else index
             if not 0 <= idx < self.num_layers:
-                raise ValueError(f'out_indices {index} is out of range for {self.num_layers} blocks')
+                raise ValueError(
+                    f'out_indices {index} is out of range for {self.num_layers} blocks')
             self.out_indices.append(idx)
         self.frozen_stages = frozen_stages
         self.with_cp = with_cp
@@ -210,11 +263,17 @@ class ADDPViT(BaseModule):
             return dict(cls.arch_zoo[key])
         required = {'embed_dims', 'num_layers', 'num_heads'}
         if not isinstance(arch, dict) or not required <= set(arch):
-            raise ValueError(f'A custom arch must be a dict with keys {sorted(required)}, got {arch!r}')
-        unknown = set(arch) - required - {'mlp_ratio'}
+            raise ValueError(
+                f'A custom arch must be a dict with keys {sorted(required)}, got {arch!r}')
+        unknown = set(arch) - required - {'mlp_ratio', 'feedforward_channels'}
         if unknown:
             raise ValueError(f'Unknown keys {sorted(unknown)} in ADDPViT arch dict')
-        return dict(arch)
+        arch = dict(arch)
+        if 'feedforward_channels' in arch:  # mmpretrain's name for the MLP width
+            if 'mlp_ratio' in arch:
+                raise ValueError('give feedforward_channels or mlp_ratio in an arch dict, not both')
+            arch['mlp_ratio'] = arch.pop('feedforward_channels') / arch['embed_dims']
+        return arch
 
     # ------------------------------------------------------------------ init
     def init_weights(self):
@@ -230,19 +289,24 @@ class ADDPViT(BaseModule):
             projections = []
         else:
             projections = [self.patch_embed.proj]
-        init_like_release([self], embeddings=embeddings, patch_projections=projections,
+        init_like_release([self],
+                          embeddings=embeddings,
+                          patch_projections=projections,
                           layer_init_cfg=self.init_cfg)
         self._is_init = True
 
     def _load_pretrained(self, checkpoint: str):
         state_dict = load_addp_encoder_state_dict(
-            checkpoint, pos_embed_shape=self.patch_resolution,
+            checkpoint,
+            pos_embed_shape=self.patch_resolution,
             num_extra_tokens=self.num_extra_tokens,
             keep_pre_norm=not isinstance(self.pre_norm, nn.Identity),
             keep_pooled_norm=hasattr(self, 'pooled_norm'))
         if isinstance(self.patch_embed, CodeTokenEmbed):  # ids replace the pixel projection
-            state_dict = {k: v for k, v in state_dict.items()
-                          if not k.startswith('patch_embed.proj.')}
+            state_dict = {
+                k: v
+                for k, v in state_dict.items() if not k.startswith('patch_embed.proj.')
+            }
         elif 'patch_embed.proj.weight' not in state_dict:
             raise ValueError(f'Checkpoint {checkpoint} is an encoder that reads tokenizer code '
                              'ids (token_input) and has no pixel patch projection; this '
@@ -289,8 +353,12 @@ class ADDPViT(BaseModule):
         x = self.patch_embed(x)
         pos_embed = self.pos_embed
         if grid != self.patch_resolution:
-            pos_embed = resize_pos_embed(pos_embed, self.patch_resolution, grid, mode='bicubic',
-                                         num_extra_tokens=self.num_extra_tokens)
+            pos_embed = resize_pos_embed(
+                pos_embed,
+                self.patch_resolution,
+                grid,
+                mode='bicubic',
+                num_extra_tokens=self.num_extra_tokens)
         if self.with_cls_token:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         else:  # patch tokens only; the class token's position is dropped

@@ -9,13 +9,7 @@ from mmengine.model import BaseModule
 from timm.models.vision_transformer import Block
 
 from mmaddp.registry import MODELS
-from ..token_predictors.token_predictor import MlmLayer
-from ..utils.attention import select_attention_kernel
-from ..utils.release_init import init_like_release
-
-
-def _layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, eps=1e-6, **kwargs)
+from ..layers import MlmLayer, init_like_release, layer_norm, select_attention_kernel
 
 
 @MODELS.register_module()
@@ -43,9 +37,16 @@ class TokenDecoder(BaseModule):
         drop_rate (float): dropout on attention weights and block outputs.
     """
 
-    def __init__(self, in_channels: int = 768, embed_dims: int = 768, depth: int = 8,
-                 num_heads: int = 16, mlp_ratio: float = 4.0, num_tokens: int = 256,
-                 vocab_size: int = 2025, drop_rate: float = 0.1, init_cfg=None):
+    def __init__(self,
+                 in_channels: int = 768,
+                 embed_dims: int = 768,
+                 depth: int = 8,
+                 num_heads: int = 16,
+                 mlp_ratio: float = 4.0,
+                 num_tokens: int = 256,
+                 vocab_size: int = 2025,
+                 drop_rate: float = 0.1,
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.num_tokens, self.vocab_size = num_tokens, vocab_size
         self.decoder_embed = nn.Linear(in_channels, embed_dims)
@@ -55,9 +56,15 @@ class TokenDecoder(BaseModule):
         self.decoder_pos_token_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, embed_dims))
         self.token_emb = nn.Embedding(vocab_size, embed_dims)
         self.decoder_blocks = nn.ModuleList(
-            Block(embed_dims, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, attn_drop=drop_rate,
-                  proj_drop=drop_rate, norm_layer=_layer_norm) for _ in range(depth))
-        self.decoder_norm = _layer_norm(embed_dims)
+            Block(
+                embed_dims,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=True,
+                attn_drop=drop_rate,
+                proj_drop=drop_rate,
+                norm_layer=layer_norm) for _ in range(depth))
+        self.decoder_norm = layer_norm(embed_dims)
         self.mlm_layer = MlmLayer(embed_dims, embed_dims, vocab_size)
 
     def init_weights(self):
@@ -65,9 +72,13 @@ class TokenDecoder(BaseModule):
         mask token, position embeddings and token table); an ``init_cfg``
         given in the config replaces the initialisers of the Linear /
         LayerNorm layers (the embeddings stay normal(0.02))."""
-        init_like_release([self], embeddings=[
-            self.mask_token, self.decoder_pos_embed_learned, self.decoder_pos_mask_embed,
-            self.decoder_pos_token_embed, self.token_emb.weight], layer_init_cfg=self.init_cfg)
+        init_like_release([self],
+                          embeddings=[
+                              self.mask_token, self.decoder_pos_embed_learned,
+                              self.decoder_pos_mask_embed, self.decoder_pos_token_embed,
+                              self.token_emb.weight
+                          ],
+                          layer_init_cfg=self.init_cfg)
         self._is_init = True
 
     def forward(self, features: torch.Tensor, ids: torch.Tensor,
@@ -87,8 +98,8 @@ class TokenDecoder(BaseModule):
         # reliable tokens: their id embedding + their position, in position order
         keep = (~mask).nonzero(as_tuple=True)
         n = int(num_reliable[0])
-        extra = (self.token_emb(ids[keep]) +
-                 self.decoder_pos_token_embed[0, 1:][keep[1]]).view(b, n, x.shape[-1])
+        extra = (self.token_emb(ids[keep]) + self.decoder_pos_token_embed[0, 1:][keep[1]]).view(
+            b, n, x.shape[-1])
         x = torch.cat([x, extra.to(x.dtype)], dim=1)
         select_attention_kernel(self.decoder_blocks, x.device)
         for blk in self.decoder_blocks:

@@ -26,5 +26,5 @@ class DenoisingHead(BaseModule):
              mask: torch.Tensor) -> torch.Tensor:
         vocab = logits.shape[-1]
         target = F.pad(target_probs.float(), (0, vocab - target_probs.shape[-1]))
-        return F.cross_entropy(logits[mask].float(), target[mask],
-                               label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            logits[mask].float(), target[mask], label_smoothing=self.label_smoothing)

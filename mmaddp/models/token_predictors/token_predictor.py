@@ -13,17 +13,13 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from timm.models.vision_transformer import Block
 
+from mmaddp.checkpoint import load_state_into, read_state_dict
+from mmaddp.checkpoint.layouts import is_unused_mage_key
 from mmaddp.registry import MODELS
-from mmaddp.utils import load_checkpoint_file, load_state_into
-from ..utils.attention import select_attention_kernel
+from ..diffusion import TruncatedNormalMaskRatio, eval_mode, make_generators, sample_ids
+from ..layers import (FrozenPartsMixin, MlmLayer, init_like_release, layer_norm,
+                      select_attention_kernel)
 from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
-from ..utils.iterative_sampler import make_generators, sample_ids
-from ..utils.mask_ratio import TruncatedNormalMaskRatio
-from ..utils.release_init import init_like_release
-
-
-def _layer_norm(dim: int, **kwargs) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, eps=1e-6, **kwargs)
 
 
 class TokenEmbedding(nn.Module):
@@ -35,7 +31,7 @@ class TokenEmbedding(nn.Module):
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab_size, dim)
         self.position_embeddings = nn.Embedding(seq_len, dim)
-        self.LayerNorm = _layer_norm(dim)
+        self.LayerNorm = layer_norm(dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -43,41 +39,8 @@ class TokenEmbedding(nn.Module):
         return self.dropout(self.LayerNorm(self.word_embeddings(ids) + pos))
 
 
-class MlmLayer(nn.Module):
-    """Linear -> GELU -> LayerNorm -> dot product with the *detached* token
-    table + bias: logits over the whole vocabulary.
-
-    As in the release (MAGE and ADDP), the table multiplies the output
-    without gradient: it learns only where it embeds the input tokens.
-    ``bias`` has the released shape 1 x 1 x vocab; a state dict with the
-    bias as (vocab,), as mmaddp saved it before, is reshaped on load.
-    """
-
-    def __init__(self, in_dim: int, word_dim: int, vocab_size: int):
-        super().__init__()
-        self.fc = nn.Linear(in_dim, word_dim)
-        self.ln = _layer_norm(word_dim)
-        self.bias = nn.Parameter(torch.zeros(1, 1, vocab_size))
-
-    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        """Features B x N x in_dim, table vocab x word_dim -> logits B x N x vocab."""
-        return self.ln(F.gelu(self.fc(x))) @ word_embeddings.detach().t() + self.bias
-
-    @staticmethod
-    def upgrade_state_dict(state: dict, prefix: str) -> None:
-        """Reshape, in place, a bias saved as (vocab,) (mmaddp before it took
-        the release's layout) to 1 x 1 x vocab (see :func:`load_state_into`)."""
-        value = state.get(prefix + 'bias')
-        if isinstance(value, torch.Tensor) and value.dim() == 1:
-            state[prefix + 'bias'] = value.view(1, 1, -1)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self.upgrade_state_dict(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
 @MODELS.register_module()
-class TokenPredictor(BaseModel):
+class TokenPredictor(FrozenPartsMixin, BaseModel):
     """MAGE token predictor: bidirectional transformer over VQ ids.
 
     Sequence: ``class_id`` at position 0, then the L ids with masked ones
@@ -88,7 +51,7 @@ class TokenPredictor(BaseModel):
     (detached, as in MAGE: the table learns through the inputs only).
     Key names follow ``mage-vit{b,l}-1600.pth``; ``checkpoint=PATH`` loads it.
     Attention: timm blocks, SDPA or their explicit path (see
-    :mod:`mmaddp.models.utils.attention`).
+    :mod:`mmaddp.models.layers.attention`).
 
     Training (``mode='loss'``) is MAGE-style masked token modelling over the
     ids of a frozen ``tokenizer``: a mask ratio per image from the truncated
@@ -117,10 +80,22 @@ class TokenPredictor(BaseModel):
     """
 
     archs = {
-        'b': dict(embed_dims=768, depth=12, num_heads=12, decoder_embed_dims=768,
-                  decoder_depth=8, decoder_num_heads=16),
-        'l': dict(embed_dims=1024, depth=24, num_heads=16, decoder_embed_dims=1024,
-                  decoder_depth=8, decoder_num_heads=16),
+        'b':
+        dict(
+            embed_dims=768,
+            depth=12,
+            num_heads=12,
+            decoder_embed_dims=768,
+            decoder_depth=8,
+            decoder_num_heads=16),
+        'l':
+        dict(
+            embed_dims=1024,
+            depth=24,
+            num_heads=16,
+            decoder_embed_dims=1024,
+            decoder_depth=8,
+            decoder_num_heads=16),
     }
 
     def __init__(self,
@@ -138,8 +113,8 @@ class TokenPredictor(BaseModel):
                  checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
-        super().__init__(data_preprocessor=data_preprocessor or dict(UNIT_RANGE_PREPROCESSOR),
-                         init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=data_preprocessor or dict(UNIT_RANGE_PREPROCESSOR), init_cfg=init_cfg)
         if isinstance(arch, str):
             if arch not in self.archs:
                 raise KeyError(f'Unknown TokenPredictor arch {arch!r}; choose {sorted(self.archs)}'
@@ -157,21 +132,26 @@ class TokenPredictor(BaseModel):
         dim, ddim = arch['embed_dims'], arch['decoder_embed_dims']
 
         self.token_emb = TokenEmbedding(self.vocab_size, num_tokens + 1, dim, drop_rate)
-        block = dict(mlp_ratio=mlp_ratio, qkv_bias=True, attn_drop=drop_rate,
-                     proj_drop=drop_rate, norm_layer=_layer_norm)
+        block = dict(
+            mlp_ratio=mlp_ratio,
+            qkv_bias=True,
+            attn_drop=drop_rate,
+            proj_drop=drop_rate,
+            norm_layer=layer_norm)
         self.blocks = nn.ModuleList(
             Block(dim, arch['num_heads'], **block) for _ in range(arch['depth']))
-        self.norm = _layer_norm(dim)
+        self.norm = layer_norm(dim)
         self.decoder_embed = nn.Linear(dim, ddim)
         self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, num_tokens + 1, ddim))
         self.decoder_blocks = nn.ModuleList(
             Block(ddim, arch['decoder_num_heads'], **block) for _ in range(arch['decoder_depth']))
-        self.decoder_norm = _layer_norm(ddim)
+        self.decoder_norm = layer_norm(ddim)
         self.mlm_layer = MlmLayer(ddim, dim, self.vocab_size)
 
         self.label_smoothing = label_smoothing
         self.mask_ratio = TruncatedNormalMaskRatio(**(mask_ratio or {}))
-        self.tokenizer = MODELS.build(dict(tokenizer, frozen=True)) if tokenizer else None
+        self.hold_frozen(
+            tokenizer=MODELS.build(dict(tokenizer, frozen=True)) if tokenizer else None)
         self.frozen = frozen
         self._init_own_weights()
         if checkpoint is not None:
@@ -183,55 +163,37 @@ class TokenPredictor(BaseModel):
     def _init_own_weights(self):
         """The release's init (MAGE: xavier_uniform Linears, normal(0.02)
         token table, position tables and learned decoder positions), or the
-        ``init_cfg`` initialisers for the layers; the frozen tokenizer held
-        inside is left alone."""
+        ``init_cfg`` initialisers for the layers."""
         init_like_release(
-            [m for name, m in self.named_children() if name != 'tokenizer'],
-            embeddings=[self.token_emb.word_embeddings.weight,
-                        self.token_emb.position_embeddings.weight,
-                        self.decoder_pos_embed_learned],
+            list(self.children()),
+            embeddings=[
+                self.token_emb.word_embeddings.weight, self.token_emb.position_embeddings.weight,
+                self.decoder_pos_embed_learned
+            ],
             layer_init_cfg=self.init_cfg)
 
     def init_weights(self):
-        """Weights are set in ``__init__`` (and by ``checkpoint``); a frozen
-        tokenizer inside must not be re-initialised by the runner."""
+        """Weights are set in ``__init__`` (and by ``checkpoint``), so the
+        runner's init leaves them (and a loaded checkpoint) alone."""
         self._is_init = True
 
-    @staticmethod
-    def _unused_release_key(key: str) -> bool:
-        """Released keys with no use here: MAGE keeps MAE's pixel parts
-        (``patch_embed``, fixed sin-cos tables, ``decoder_pred``), training-only
-        tokens, BERT's ``token_emb.position_ids`` buffer and a ``vqgan.*``
-        copy of the tokenizer (configured separately here)."""
-        return key in ('pos_embed', 'decoder_pos_embed', 'cls_token', 'mask_token',
-                       'token_emb.position_ids') or \
-            key.startswith(('decoder_pred.', 'patch_embed.', 'vqgan.', 'tokenizer.',
-                            'data_preprocessor.'))
+    @property
+    def tokenizer(self):
+        """The frozen ``VQTokenizer`` (``None`` when not configured)."""
+        return self.frozen_part('tokenizer')
 
     def load_checkpoint(self, path: str):
         """Load ``mage-vit*-1600.pth`` (``model`` key) or an mmaddp checkpoint
         (runner ``state_dict``, optionally under ``token_predictor.``)."""
-        ckpt = load_checkpoint_file(path)
-        state = ckpt
-        for key in ('model', 'state_dict'):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        marker = 'token_emb.word_embeddings.weight'
-        if marker not in state:
-            if 'token_predictor.' + marker in state:
-                state = {k[len('token_predictor.'):]: v for k, v in state.items()
-                         if k.startswith('token_predictor.')}
-            else:
-                raise ValueError(f'Checkpoint {path} is not a MAGE token predictor checkpoint: no '
-                                 f"'{marker}' (found e.g. {sorted(state)[:3]})")
-        return self.load_release_state(state, f'Checkpoint {path}')
+        return self.load_release_state(
+            read_state_dict(path, 'token_predictor'), f'Checkpoint {path}')
 
     def load_release_state(self, state: dict, source: str):
         """Load a MAGE (or mmaddp) state dict: the release's unused tensors
         are dropped (and counted in the log); shapes are checked and earlier
         mmaddp layouts upgraded (see :func:`load_state_into`)."""
-        unused = sorted(k for k in state if self._unused_release_key(k))
-        state = {k: v for k, v in state.items() if not self._unused_release_key(k)}
+        unused = sorted(k for k in state if is_unused_mage_key(k))
+        state = {k: v for k, v in state.items() if not is_unused_mage_key(k)}
         if unused:
             MMLogger.get_current_instance().info(
                 f'TokenPredictor: {len(unused)} tensors of {source} are not used by the model '
@@ -239,10 +201,7 @@ class TokenPredictor(BaseModel):
         return load_state_into(self, state, source)
 
     def train(self, mode: bool = True):
-        super().train(mode and not self.frozen)
-        if self.tokenizer is not None:
-            self.tokenizer.eval()
-        return self
+        return super().train(mode and not self.frozen)
 
     # ---------------------------------------------------------------- API
     def logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -273,10 +232,16 @@ class TokenPredictor(BaseModel):
         return self.logits(ids, mask).float().softmax(dim=-1)
 
     @torch.no_grad()
-    def generate(self, num_samples: int, steps: int = 20, schedule: str = 'cosine',
-                 temperature: float = 6.0, temperature_decay: bool = True,
-                 top_p: Optional[float] = None, seed: Optional[int] = None,
-                 generator=None, seeds: Optional[Sequence[int]] = None,
+    def generate(self,
+                 num_samples: int,
+                 steps: int = 20,
+                 schedule: str = 'cosine',
+                 temperature: float = 6.0,
+                 temperature_decay: bool = True,
+                 top_p: Optional[float] = None,
+                 seed: Optional[int] = None,
+                 generator=None,
+                 seeds: Optional[Sequence[int]] = None,
                  return_ids: bool = False) -> torch.Tensor:
         """MAGE-style unconditional sampling from the predictor alone: the
         same sampler as :meth:`ADDP.generate` (steps, schedule, temperature),
@@ -292,19 +257,27 @@ class TokenPredictor(BaseModel):
                                'one, or pass return_ids=True')
         device = self.token_emb.word_embeddings.weight.device
         generator = make_generators(num_samples, device, seed, generator, seeds)
-        was_training = self.training
-        self.eval()
-        ids = sample_ids(self.predict_probs, num_samples, self.num_tokens, steps, generator,
-                         device, schedule=schedule, temperature=temperature,
-                         temperature_decay=temperature_decay, top_p=top_p)
-        self.train(was_training)
+        with eval_mode(self):
+            ids = sample_ids(
+                self.predict_probs,
+                num_samples,
+                self.num_tokens,
+                steps,
+                generator,
+                device,
+                schedule=schedule,
+                temperature=temperature,
+                temperature_decay=temperature_decay,
+                top_p=top_p)
         if return_ids:
             return ids
         side = int(round(self.num_tokens**0.5))
         return self.tokenizer.decode_ids(ids.view(num_samples, side, side)).float().clamp(0, 1)
 
     # ----------------------------------------------------------- training
-    def forward(self, inputs: torch.Tensor, data_samples: Optional[List] = None,
+    def forward(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List] = None,
                 mode: str = 'tensor'):
         if mode == 'loss':
             return self.loss(inputs, data_samples)
@@ -312,8 +285,8 @@ class TokenPredictor(BaseModel):
             return self.predict(inputs, data_samples)
         if mode == 'tensor':
             ids = self._image_ids(inputs)
-            return self.logits(ids, self.mask_ratio.sample_mask(ids.shape[0], ids.shape[1],
-                                                                ids.device))
+            return self.logits(ids,
+                               self.mask_ratio.sample_mask(ids.shape[0], ids.shape[1], ids.device))
         raise ValueError(f'Invalid mode {mode!r}')
 
     @torch.no_grad()
@@ -330,8 +303,8 @@ class TokenPredictor(BaseModel):
         ids = self._image_ids(inputs)
         mask = self.mask_ratio.sample_mask(*ids.shape, device=ids.device)
         logits = self.logits(ids, mask)
-        loss = F.cross_entropy(logits[mask].float(), ids[mask],
-                               label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(
+            logits[mask].float(), ids[mask], label_smoothing=self.label_smoothing)
         return dict(loss=loss)
 
     @torch.no_grad()
@@ -342,5 +315,7 @@ class TokenPredictor(BaseModel):
         gen = torch.Generator(device='cpu').manual_seed(0)
         mask = self.mask_ratio.sample_mask(*ids.shape, device=ids.device, generator=gen)
         pred = self.logits(ids, mask).argmax(-1)
-        return [dict(pred=p[m].cpu(), target=t[m].cpu(), ids=t.cpu())
-                for p, t, m in zip(pred, ids, mask)]
+        return [
+            dict(pred=p[m].cpu(), target=t[m].cpu(), ids=t.cpu())
+            for p, t, m in zip(pred, ids, mask)
+        ]

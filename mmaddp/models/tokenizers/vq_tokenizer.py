@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 
+from mmaddp.checkpoint import load_state_into, read_state_dict
 from mmaddp.registry import MODELS
-from mmaddp.utils import load_checkpoint_file, load_state_into
 from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
 
 
@@ -31,8 +31,9 @@ class ResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.norm2 = _group_norm(out_channels, norm_groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.nin_shortcut = (nn.Conv2d(out_channels, out_channels, 1, bias=False)
-                             if in_channels != out_channels else None)
+        self.nin_shortcut = (
+            nn.Conv2d(out_channels, out_channels, 1, bias=False)
+            if in_channels != out_channels else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -139,8 +140,12 @@ class VectorQuantizer(nn.Module):
     only when enabled, so the default layout equals the released one.
     """
 
-    def __init__(self, num_codes: int, code_dim: int, ema_decay: Optional[float] = None,
-                 restart_dead_codes: bool = False, dead_code_threshold: float = 0.03,
+    def __init__(self,
+                 num_codes: int,
+                 code_dim: int,
+                 ema_decay: Optional[float] = None,
+                 restart_dead_codes: bool = False,
+                 dead_code_threshold: float = 0.03,
                  usage_decay: float = 0.9):
         super().__init__()
         self.num_codes, self.code_dim = num_codes, code_dim
@@ -163,8 +168,8 @@ class VectorQuantizer(nn.Module):
         with torch.autocast(flat.device.type, enabled=False):
             flat = flat.float()
             codes = self.embedding.weight.float()
-            dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t()
-                    + codes.pow(2).sum(1)[None])
+            dist = (
+                flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None])
             return dist.argmin(dim=1)
 
     def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -243,8 +248,8 @@ class VQTokenizer(BaseModel):
                  checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
-        super().__init__(data_preprocessor=data_preprocessor or dict(UNIT_RANGE_PREPROCESSOR),
-                         init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=data_preprocessor or dict(UNIT_RANGE_PREPROCESSOR), init_cfg=init_cfg)
         args = (base_channels, channel_mults, num_res_blocks, code_dim, norm_groups)
         self.encoder = VQEncoder(*args)
         self.decoder = VQDecoder(*args)
@@ -262,18 +267,7 @@ class VQTokenizer(BaseModel):
     def load_checkpoint(self, path: str):
         """Load ``vqgan_jax_strongaug.ckpt`` (``state_dict``) or an mmaddp
         checkpoint (runner ``state_dict``, optionally under ``tokenizer.``)."""
-        ckpt = load_checkpoint_file(path)
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-        state = {k: v for k, v in state.items() if not k.startswith('data_preprocessor.')}
-        if not any(k.startswith('encoder.conv_in') for k in state):
-            for prefix in ('tokenizer.', 'vqgan.'):
-                if any(k.startswith(prefix + 'encoder.conv_in') for k in state):
-                    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-                    break
-            else:
-                raise ValueError(f'Checkpoint {path} is not a VQ tokenizer checkpoint: no '
-                                 "'encoder.conv_in.weight' (found e.g. "
-                                 f'{sorted(state)[:3]})')
+        state = read_state_dict(path, 'tokenizer')
         return load_state_into(self, state, f'Checkpoint {path}')
 
     def train(self, mode: bool = True):
@@ -306,7 +300,9 @@ class VQTokenizer(BaseModel):
         return self.decode(self.embed(ids))
 
     # ----------------------------------------------------------- training
-    def forward(self, inputs: torch.Tensor, data_samples: Optional[List] = None,
+    def forward(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List] = None,
                 mode: str = 'tensor'):
         if mode == 'loss':
             return self.loss(inputs, data_samples)

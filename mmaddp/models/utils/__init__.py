@@ -1,6 +1,9 @@
+"""Data-side helpers of the models: preprocessors and batch augments."""
 from .batch_affine import BatchRandomAffine
-from .checkpoint_convert import convert_to_encoder_state_dict, load_addp_encoder_state_dict
-from .data_preprocessor import UNIT_RANGE_PREPROCESSOR, CodeIdDataPreprocessor
-from .mask_ratio import MaskRatioSchedule, TruncatedNormalMaskRatio
+from .data_preprocessor import (IMAGENET_MEAN_255, IMAGENET_STD_255, UNIT_RANGE_PREPROCESSOR,
+                                CodeIdDataPreprocessor)
 
-__all__ = ["BatchRandomAffine", "convert_to_encoder_state_dict", "load_addp_encoder_state_dict", "TruncatedNormalMaskRatio", "MaskRatioSchedule", "UNIT_RANGE_PREPROCESSOR", "CodeIdDataPreprocessor"]
+__all__ = [
+    'BatchRandomAffine', 'IMAGENET_MEAN_255', 'IMAGENET_STD_255', 'UNIT_RANGE_PREPROCESSOR',
+    'CodeIdDataPreprocessor'
+]

@@ -16,10 +16,13 @@ from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+
 from mmaddp.registry import BATCH_AUGMENTS
 
 
-def _check_range(name: str, value: Sequence[float], low: float = -math.inf,
+def _check_range(name: str,
+                 value: Sequence[float],
+                 low: float = -math.inf,
                  high: float = math.inf) -> Tuple[float, float]:
     if len(value) != 2 or not low <= value[0] <= value[1] <= high:
         raise ValueError(f'BatchRandomAffine: {name} must be (min, max) with '
@@ -49,14 +52,19 @@ class BatchRandomAffine:
     transformed inputs and the labels unchanged.
     """
 
-    def __init__(self, rotate=(-12., 12.), shear=(-0.15, 0.15), crop_area=(0.7, 1.0),
-                 crop_aspect=(0.85, 1.18), mode: str = 'bilinear'):
+    def __init__(self,
+                 rotate=(-12., 12.),
+                 shear=(-0.15, 0.15),
+                 crop_area=(0.7, 1.0),
+                 crop_aspect=(0.85, 1.18),
+                 mode: str = 'bilinear'):
         self.rotate = _check_range('rotate', rotate)
         self.shear = _check_range('shear', shear)
         self.crop_area = _check_range('crop_area', crop_area, 1e-6, 1.0)
         self.crop_aspect = _check_range('crop_aspect', crop_aspect, 1e-6)
         if mode not in ('bilinear', 'bicubic'):
-            raise ValueError(f"BatchRandomAffine: mode must be 'bilinear' or 'bicubic', got {mode!r}")
+            raise ValueError(
+                f"BatchRandomAffine: mode must be 'bilinear' or 'bicubic', got {mode!r}")
         self.mode = mode
 
     @staticmethod
@@ -101,6 +109,5 @@ class BatchRandomAffine:
         n, _, height, width = inputs.shape
         theta = self.sample_matrices(n, height, width).to(inputs)
         grid = F.affine_grid(theta, list(inputs.shape), align_corners=False)
-        out = F.grid_sample(inputs, grid, mode=self.mode, padding_mode='zeros',
-                            align_corners=False)
+        out = F.grid_sample(inputs, grid, mode=self.mode, padding_mode='zeros', align_corners=False)
         return out, labels

@@ -4,9 +4,15 @@ from mmpretrain.models.utils.data_preprocessor import ClsDataPreprocessor
 
 from mmaddp.registry import MODELS
 
+#: ImageNet mean / std on the 0-255 scale (the data preprocessors' values)
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 #: uint8 BGR images -> RGB in [0, 1] (no mean/std): the tokenizer's input
-UNIT_RANGE_PREPROCESSOR = dict(type='mmpretrain.SelfSupDataPreprocessor', mean=[0., 0., 0.],
-                               std=[255., 255., 255.], to_rgb=True)
+UNIT_RANGE_PREPROCESSOR = dict(
+    type='mmpretrain.SelfSupDataPreprocessor',
+    mean=[0., 0., 0.],
+    std=[255., 255., 255.],
+    to_rgb=True)
 
 
 @MODELS.register_module()
@@ -29,5 +35,5 @@ class CodeIdDataPreprocessor(ClsDataPreprocessor):
         if inputs.dim() != 3:
             raise ValueError(f'Code ids must be B x h x w (or B x 1 x h x w), got '
                              f'{tuple(inputs.shape)}')
-        return dict(inputs=self.cast_data(inputs),
-                    data_samples=self.cast_data(data.get('data_samples')))
+        return dict(
+            inputs=self.cast_data(inputs), data_samples=self.cast_data(data.get('data_samples')))

@@ -15,12 +15,11 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
-from timm.models.vision_transformer_sam import (get_decomposed_rel_pos_bias,
-                                                window_partition, window_unpartition)
+from timm.models.vision_transformer_sam import (get_decomposed_rel_pos_bias, window_partition,
+                                                window_unpartition)
 
-from ..utils.attention import attention
+from ..layers.attention import attention
 
 
 def _central_rel_pos(table: torch.Tensor, size: int) -> torch.Tensor:
@@ -52,9 +51,15 @@ class RelPosAttention(nn.Module):
             for window blocks whose map fits in one window.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True,
-                 attn_drop: float = 0., proj_drop: float = 0., use_rel_pos: bool = False,
-                 rel_pos_size: Optional[Tuple[int, int]] = None, crop_rel_pos: bool = False):
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 qkv_bias: bool = True,
+                 attn_drop: float = 0.,
+                 proj_drop: float = 0.,
+                 use_rel_pos: bool = False,
+                 rel_pos_size: Optional[Tuple[int, int]] = None,
+                 crop_rel_pos: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
@@ -92,8 +97,8 @@ class RelPosAttention(nn.Module):
         if self.use_rel_pos:
             rel_h, rel_w = self.rel_pos_tables(h, w)
             # the bias uses the unscaled query, as in ViTDet
-            bias = get_decomposed_rel_pos_bias(q.reshape(b * self.num_heads, n, -1), rel_h,
-                                               rel_w, (h, w), (h, w))
+            bias = get_decomposed_rel_pos_bias(
+                q.reshape(b * self.num_heads, n, -1), rel_h, rel_w, (h, w), (h, w))
             bias = bias.reshape(b, self.num_heads, n, n).to(q.dtype)
         x = attention(q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.)
         x = x.transpose(1, 2).reshape(b, n, c)
@@ -121,24 +126,40 @@ class WindowBlock(nn.Module):
             window blocks size them for the window.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
-                 proj_drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
-                 norm_layer=nn.LayerNorm, act_layer=nn.GELU, window_size: int = 0,
-                 use_rel_pos: bool = False, input_size: Optional[Tuple[int, int]] = None):
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 proj_drop: float = 0.,
+                 attn_drop: float = 0.,
+                 drop_path: float = 0.,
+                 norm_layer=nn.LayerNorm,
+                 act_layer=nn.GELU,
+                 window_size: int = 0,
+                 use_rel_pos: bool = False,
+                 input_size: Optional[Tuple[int, int]] = None):
         super().__init__()
         if window_size < 0:
             raise ValueError(f'window_size must be >= 0 (0 = global), got {window_size}')
         self.window_size = window_size
         self.norm1 = norm_layer(dim)
         self.attn = RelPosAttention(
-            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop,
+            dim,
+            num_heads,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
             use_rel_pos=use_rel_pos,
             rel_pos_size=(window_size, window_size) if window_size else input_size,
             crop_rel_pos=window_size > 0)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio),
-                       act_layer=act_layer, drop=proj_drop)
+        self.mlp = Mlp(
+            in_features=dim,
+            hidden_features=int(dim * mlp_ratio),
+            act_layer=act_layer,
+            drop=proj_drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ Train and val draw their digits from disjoint parts of the 1,797 scans
 every image. Everything is a function of ``seed``: two builds with the same
 seed are byte-identical.
 """
-import colorsys
 import json
 import multiprocessing
 import os
@@ -31,15 +30,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image
 
-DIGIT_CLASSES = tuple(str(i) for i in range(10))
-SEG_CLASSES = ('background', ) + DIGIT_CLASSES
-SEG_PALETTE = [[0, 0, 0]] + [[int(255 * v) for v in colorsys.hsv_to_rgb(i / 10, 0.85, 0.9)]
-                             for i in range(10)]
+from mmaddp.datasets.digits_seg import DIGIT_CLASSES
 
 #: image counts of each part (train, val)
 SIZES = dict(pretrain=(5000, 500), imagenet=(30000, 500), coco=(2000, 100), ade=(2000, 100))
-SMALL_SIZE = 32     # pretraining and classification images
-SCENE_SIZE = 128    # detection and segmentation images
+SMALL_SIZE = 32  # pretraining and classification images
+SCENE_SIZE = 128  # detection and segmentation images
 MAX_OBJECTS = 4
 
 
@@ -49,8 +45,9 @@ def load_sources():
     images: ``background`` crops them without copying a numpy view first)."""
     from sklearn.datasets import load_digits, load_sample_images
     digits = load_digits()
-    photos = [Image.fromarray(np.asarray(img, dtype=np.uint8))
-              for img in load_sample_images().images]
+    photos = [
+        Image.fromarray(np.asarray(img, dtype=np.uint8)) for img in load_sample_images().images
+    ]
     return digits.images.astype(np.float32) / 16.0, digits.target.astype(np.int64), photos
 
 
@@ -140,8 +137,8 @@ def make_scene(pool, scans, labels, photos, rng) -> Tuple[np.ndarray, List[dict]
         for _try in range(50):
             size = int(rng.integers(24, 49))
             y, x = (int(v) for v in rng.integers(0, SCENE_SIZE - size + 1, 2))
-            if all(x + size + 2 <= bx or bx + bs + 2 <= x or y + size + 2 <= by
-                   or by + bs + 2 <= y for by, bx, bs in boxes):
+            if all(x + size + 2 <= bx or bx + bs + 2 <= x or y + size + 2 <= by or by + bs + 2 <= y
+                   for by, bx, bs in boxes):
                 break
         else:
             continue
@@ -159,9 +156,14 @@ def coco_annotation(mask: np.ndarray, label: int, ann_id: int, image_id: int) ->
     rle = mask_utils.encode(np.asfortranarray(mask))
     ys, xs = np.nonzero(mask)
     x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-    return dict(id=ann_id, image_id=image_id, category_id=label + 1, iscrowd=0,
-                area=int(mask.sum()), bbox=[x0, y0, x1 - x0, y1 - y0],
-                segmentation=dict(size=list(rle['size']), counts=rle['counts'].decode('ascii')))
+    return dict(
+        id=ann_id,
+        image_id=image_id,
+        category_id=label + 1,
+        iscrowd=0,
+        area=int(mask.sum()),
+        bbox=[x0, y0, x1 - x0, y1 - y0],
+        segmentation=dict(size=list(rle['size']), counts=rle['counts'].decode('ascii')))
 
 
 def scenes(out_coco: str, out_ade: str, split: str, pool, count: int, scans, labels, photos,
@@ -178,17 +180,21 @@ def scenes(out_coco: str, out_ade: str, split: str, pool, count: int, scans, lab
         sources[f'{name}.jpg'] = [obj['source'] for obj in objects]
         _save_jpg(img, osp.join(out_coco, coco_split, f'{name}.jpg'))
         _save_jpg(img, osp.join(out_ade, 'images', ade_split, f'{name}.jpg'))
-        images.append(dict(id=i + 1, file_name=f'{name}.jpg', height=SCENE_SIZE,
-                           width=SCENE_SIZE))
+        images.append(dict(id=i + 1, file_name=f'{name}.jpg', height=SCENE_SIZE, width=SCENE_SIZE))
         seg = np.zeros((SCENE_SIZE, SCENE_SIZE), dtype=np.uint8)
         for obj in objects:
-            annotations.append(coco_annotation(obj['mask'], obj['label'],
-                                               len(annotations) + 1, i + 1))
+            annotations.append(
+                coco_annotation(obj['mask'], obj['label'],
+                                len(annotations) + 1, i + 1))
             seg[obj['mask'] > 0] = obj['label'] + 1
         _save_png(seg, osp.join(out_ade, 'annotations', ade_split, f'{name}.png'))
     categories = [dict(id=c + 1, name=DIGIT_CLASSES[c], supercategory='digit') for c in range(10)]
-    coco = dict(info=dict(description=f'mmaddp demo digits ({split})'), licenses=[],
-                images=images, annotations=annotations, categories=categories)
+    coco = dict(
+        info=dict(description=f'mmaddp demo digits ({split})'),
+        licenses=[],
+        images=images,
+        annotations=annotations,
+        categories=categories)
     with open(osp.join(out_coco, 'annotations', f'instances_{split}2017.json'), 'w') as f:
         json.dump(coco, f, sort_keys=True)
     return dict(images=len(images), instances=len(annotations)), sources
@@ -201,18 +207,21 @@ def _build_part(job: tuple, tmp: str, seed: int, sizes: dict, pools: dict):
     scans, labels, photos = load_sources()
     rng = np.random.default_rng([seed, part_index, split_index])
     if kind == 'scenes':
-        stats, sources = scenes(osp.join(tmp, 'coco'), osp.join(tmp, 'ade'), split,
-                                pools[split], sizes['coco'][split_index], scans, labels,
-                                photos, rng)
+        stats, sources = scenes(
+            osp.join(tmp, 'coco'), osp.join(tmp, 'ade'), split, pools[split],
+            sizes['coco'][split_index], scans, labels, photos, rng)
         return job, stats, sources
     n = sizes[kind][split_index]
-    sources = single_digit_images(osp.join(tmp, kind, split), pools[split], n, scans, labels,
-                                  photos, rng)
+    sources = single_digit_images(
+        osp.join(tmp, kind, split), pools[split], n, scans, labels, photos, rng)
     return job, n, sources
 
 
-def build_demo_data(out: str, seed: int = 0, sizes: Dict[str, Tuple[int, int]] = None,
-                    overwrite: bool = False, workers: int = None) -> dict:
+def build_demo_data(out: str,
+                    seed: int = 0,
+                    sizes: Dict[str, Tuple[int, int]] = None,
+                    overwrite: bool = False,
+                    workers: int = None) -> dict:
     """Build all four parts under ``out``; returns the counts per part/split.
 
     Writes into ``out.tmp`` first and renames at the end, so an interrupted
@@ -235,11 +244,12 @@ def build_demo_data(out: str, seed: int = 0, sizes: Dict[str, Tuple[int, int]] =
     jobs = [(part, part_index, split_index, split)
             for part_index, part in enumerate(('pretrain', 'imagenet'))
             for split_index, split in enumerate(('train', 'val'))]
-    jobs += [('scenes', 2, split_index, split) for split_index, split in enumerate(('train', 'val'))]
+    jobs += [('scenes', 2, split_index, split)
+             for split_index, split in enumerate(('train', 'val'))]
     # the largest jobs first, so the last one to finish is a small one (by
     # pixels written: a 128 px scene is 16 times a 32 px image)
-    jobs.sort(key=lambda job: -sizes['coco' if job[0] == 'scenes' else job[0]][job[2]]
-              * (16 if job[0] == 'scenes' else 1))
+    jobs.sort(key=lambda job: -sizes['coco' if job[0] == 'scenes' else job[0]][job[2]] *
+              (16 if job[0] == 'scenes' else 1))
     build = partial(_build_part, tmp=tmp, seed=seed, sizes=sizes, pools=pools)
     workers = workers or min(4, os.cpu_count() or 1)
     if workers > 1:

@@ -52,8 +52,11 @@ class SimpleFeaturePyramid(BaseModule):
 
     SUPPORTED_SCALES = (4.0, 2.0, 1.0, 0.5)
 
-    def __init__(self, in_channels: int, out_channels: int = 256,
-                 scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5), num_outs: int = 5,
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int = 256,
+                 scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
+                 num_outs: int = 5,
                  norm_cfg: dict = dict(type='LN2d', eps=1e-6, requires_grad=True),
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
@@ -94,8 +97,8 @@ class SimpleFeaturePyramid(BaseModule):
             self.lateral_convs.append(
                 ConvModule(dim, out_channels, 1, norm_cfg=norm_cfg, act_cfg=None))
             self.fpn_convs.append(
-                ConvModule(out_channels, out_channels, 3, padding=1, norm_cfg=norm_cfg,
-                           act_cfg=None))
+                ConvModule(
+                    out_channels, out_channels, 3, padding=1, norm_cfg=norm_cfg, act_cfg=None))
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         """Tuple of B x C x H x W maps -> tuple of ``num_outs`` pyramid maps."""
@@ -105,8 +108,10 @@ class SimpleFeaturePyramid(BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'SimpleFeaturePyramid expects a B x {self.in_channels} x H x W '
                              f'map, got shape {tuple(x.shape)}')
-        outs = [fpn(lateral(resample(x))) for resample, lateral, fpn in
-                zip(self.resamples, self.lateral_convs, self.fpn_convs)]
+        outs = [
+            fpn(lateral(resample(x)))
+            for resample, lateral, fpn in zip(self.resamples, self.lateral_convs, self.fpn_convs)
+        ]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
         return tuple(outs)

@@ -46,7 +46,9 @@ def write_json_atomic(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def run_stage(work_root: str, name: str, fn: Callable[[str], Dict],
+def run_stage(work_root: str,
+              name: str,
+              fn: Callable[[str], Dict],
               log: Callable[[str], None] = print) -> Dict:
     """Run ``fn(stage_dir)`` unless ``work_root/name`` is already done.
 
@@ -72,7 +74,9 @@ def run_stage(work_root: str, name: str, fn: Callable[[str], Dict],
     return dict(record, skipped=False)
 
 
-def run_tool(args: List[str], log_file: str, env: Optional[dict] = None,
+def run_tool(args: List[str],
+             log_file: str,
+             env: Optional[dict] = None,
              echo: Callable[[str], None] = None) -> None:
     """Run ``python ARGS`` from the repository root, appending its output to
     ``log_file`` and passing MMEngine's iteration log lines and ``PROGRESS``
@@ -84,8 +88,12 @@ def run_tool(args: List[str], log_file: str, env: Optional[dict] = None,
     with open(log_file, 'a') as f:
         f.write(f'$ python {" ".join(args)}\n')
         f.flush()
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *args],
+                                cwd=ROOT,
+                                env=env,
+                                text=True,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
         with _RUNNING_LOCK:
             _RUNNING.add(proc)
         try:
@@ -159,8 +167,11 @@ def last_checkpoint(work_dir: str) -> str:
     return ckpt
 
 
-def train_and_test(config: str, work_dir: str, options: List[str] = (),
-                   test: bool = True, echo: Callable[[str], None] = None,
+def train_and_test(config: str,
+                   work_dir: str,
+                   options: List[str] = (),
+                   test: bool = True,
+                   echo: Callable[[str], None] = None,
                    env: Optional[dict] = None) -> Dict:
     """``tools/train.py`` (with ``--test``: the final weights are tested in
     the same process, as ``tools/test.py`` would test the last checkpoint,
@@ -173,8 +184,13 @@ def train_and_test(config: str, work_dir: str, options: List[str] = (),
     log_file = osp.join(work_dir, 'run.log')
     extra = ['--cfg-options', *options] if options else []
     # no validation pass before the test of the final weights
-    run_tool(['tools/train.py', config, '--work-dir', work_dir, '--no-validate',
-              *(['--test'] if test else []), *extra], log_file, env=env, echo=echo)
+    run_tool([
+        'tools/train.py', config, '--work-dir', work_dir, '--no-validate',
+        *(['--test'] if test else []), *extra
+    ],
+             log_file,
+             env=env,
+             echo=echo)
     ckpt = last_checkpoint(work_dir)
     metrics = {}
     if test:
@@ -230,7 +246,9 @@ def load_config(path: str):
         return Config.fromfile(path)
 
 
-def prepare_config(src: str, dst: str, options: Optional[dict] = None,
+def prepare_config(src: str,
+                   dst: str,
+                   options: Optional[dict] = None,
                    max_iters: Optional[int] = None) -> str:
     """Write ``src`` with ``options`` merged (unknown keys refused) and,
     optionally, its schedule scaled to ``max_iters`` as one flat config file

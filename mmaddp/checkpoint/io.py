@@ -1,4 +1,4 @@
-"""Checkpoint loading that keeps ``torch.load(weights_only=True)`` on.
+"""Checkpoint reading that keeps ``torch.load(weights_only=True)`` on.
 
 torch >= 2.6 refuses to unpickle anything but tensors and plain containers
 unless the class is allow-listed. MMEngine's runner checkpoints (``meta``,
@@ -35,16 +35,18 @@ def _safe_globals():
     from mmengine.logging.history_buffer import HistoryBuffer
     HistoryBuffer()  # registers the default statistic methods
     return [
-        HistoryBuffer,                                # message_hub.log_scalars
+        HistoryBuffer,  # message_hub.log_scalars
         (_history_buffer_getattr, 'builtins.getattr'),  # its statistic methods
-        np.ndarray,                                   # log histories
+        np.ndarray,  # log histories
         np.dtype,
         # concrete dtype classes whose state a pickled dtype restores
-        *{type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64,
-                                      np.int32, np.uint8, np.bool_)},
+        *{
+            type(np.dtype(t))
+            for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8, np.bool_)
+        },
         np.core.multiarray._reconstruct,
-        np.core.multiarray.scalar,                    # numpy scalars (eta, metrics)
-        argparse.Namespace,                           # 'args' of MAE-style releases
+        np.core.multiarray.scalar,  # numpy scalars (eta, metrics)
+        argparse.Namespace,  # 'args' of MAE-style releases
     ]
 
 
@@ -101,8 +103,10 @@ def load_state_into(module, state: dict, source: str):
         if hasattr(sub, 'upgrade_state_dict'):
             sub.upgrade_state_dict(state, f'{prefix}.' if prefix else '')
     own = module.state_dict()
-    bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-           for k, v in state.items() if k in own and own[k].shape != v.shape]
+    bad = [
+        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+        for k, v in state.items() if k in own and own[k].shape != v.shape
+    ]
     name = type(module).__name__
     if bad:
         raise ValueError(f'{source} does not fit this {name}: {bad[:5]}')

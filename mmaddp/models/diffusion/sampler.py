@@ -10,23 +10,34 @@ installed package exposes this loop for an arbitrary predictor, so it is
 written here once.
 """
 import math
+from contextlib import contextmanager
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn as nn
+
+from .mask_schedule import masked_fraction
 
 Generators = Union[torch.Generator, Sequence[torch.Generator]]
 
 
-def masked_fraction(schedule: str, s: float) -> float:
-    """Fraction of positions still masked after progress ``s`` in [0, 1]."""
-    if schedule == 'cosine':
-        return math.cos(math.pi / 2 * s)
-    if schedule == 'linear':
-        return 1.0 - s
-    raise ValueError(f"schedule must be 'cosine' or 'linear', got {schedule!r}")
+@contextmanager
+def eval_mode(*modules: nn.Module):
+    """Run the block with ``modules`` in eval mode; each gets its own
+    train / eval mode back afterwards, also when the block raises."""
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
 
 
-def make_generators(num_samples: int, device, seed: Optional[int] = None,
+def make_generators(num_samples: int,
+                    device,
+                    seed: Optional[int] = None,
                     generator: Optional[Generators] = None,
                     seeds: Optional[Sequence[int]] = None) -> Generators:
     """One generator for the batch (``seed`` / ``generator``) or one per
@@ -44,9 +55,15 @@ def make_generators(num_samples: int, device, seed: Optional[int] = None,
     return generator
 
 
-def reveal_step(probs: torch.Tensor, ids: torch.Tensor, masked: torch.Tensor, step: int,
-                steps: int, generator: Generators, schedule: str = 'cosine',
-                temperature: float = 6.0, temperature_decay: bool = True,
+def reveal_step(probs: torch.Tensor,
+                ids: torch.Tensor,
+                masked: torch.Tensor,
+                step: int,
+                steps: int,
+                generator: Generators,
+                schedule: str = 'cosine',
+                temperature: float = 6.0,
+                temperature_decay: bool = True,
                 top_p: Optional[float] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """One step of the sampler.
 
@@ -84,14 +101,35 @@ def reveal_step(probs: torch.Tensor, ids: torch.Tensor, masked: torch.Tensor, st
     return torch.where(new_masked, torch.zeros_like(sampled), sampled), new_masked
 
 
-def sample_ids(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_samples: int,
-               length: int, steps: int, generator: Generators, device,
-               on_step: Optional[Callable] = None, **step_kwargs):
+def sample_ids(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+               num_samples: int,
+               length: int,
+               steps: int,
+               generator: Generators,
+               device,
+               on_step: Optional[Callable] = None,
+               **step_kwargs):
     """Run the sampler with ``predict(ids, masked) -> probs B x L x C``.
 
-    ``on_step(ids, masked, probs)`` is called after every step (ADDP decodes
-    its pixels there). Returns the final ids B x L.
+    Args:
+        predict: the model's step, ids B x L and mask B x L -> B x L x C.
+        num_samples, length: B and L.
+        steps (int): sampling steps (>= 1).
+        generator: one ``torch.Generator`` or one per sample (see
+            :func:`make_generators`, which makes them from seeds).
+        device: where ids and masks live.
+        on_step: ``on_step(ids, masked, probs)`` after every step (ADDP
+            decodes its pixels there).
+        **step_kwargs: ``schedule``, ``temperature``, ``temperature_decay``,
+            ``top_p`` of :func:`reveal_step`.
+
+    Returns:
+        Tensor: the final ids B x L.
     """
+    if not isinstance(generator, torch.Generator) and not (isinstance(
+            generator, (list, tuple)) and all(isinstance(g, torch.Generator) for g in generator)):
+        raise TypeError('sample_ids takes a torch.Generator or one per sample; make them from '
+                        'seeds with make_generators')
     if steps < 1:
         raise ValueError(f'steps must be >= 1, got {steps}')
     masked_fraction(step_kwargs.get('schedule', 'cosine'), 0.0)  # validates the name
@@ -109,8 +147,8 @@ def _multinomial(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
     """One categorical draw per position of ``probs`` (B x L x C) -> B x L."""
     if isinstance(generator, torch.Generator):
         return torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(probs.shape[:2])
-    return torch.stack([torch.multinomial(p, 1, generator=g)[:, 0]
-                        for p, g in zip(probs, generator)])
+    return torch.stack(
+        [torch.multinomial(p, 1, generator=g)[:, 0] for p, g in zip(probs, generator)])
 
 
 def _uniform(batch: int, length: int, generator: Generators, device) -> torch.Tensor:

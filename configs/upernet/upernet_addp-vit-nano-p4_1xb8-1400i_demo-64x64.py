@@ -1,9 +1,6 @@
-# UperNet + auxiliary FCN head on the tiny ADDP ViT (width 64, 4 blocks, 4 px
-# patches) for the bundled digit scenes (background + 10 classes): the ADE20K
-# recipe in miniature (4 blocks rescaled to strides 2/4/8/16 by mmseg's
-# Feature2Pyramid, the MAE/BEiT deconvolution neck; AdamW, layer decay, poly
-# schedule), started from the ADDP checkpoint itself. Bar: mIoU >= 50.
-# Measurements behind the schedule and the input size: docs/demo_schedules.md.
+# UperNet + auxiliary FCN head on the nano ADDP ViT for the bundled digit
+# scenes (background + 10 classes): the ADE20K recipe in miniature, started
+# from the ADDP checkpoint itself. Choices: docs/demo_schedules.md.
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py', '../_base_/datasets/demo_ade20k.py',
     'mmseg::_base_/default_runtime.py'
@@ -11,27 +8,32 @@ _base_ = [
 default_scope = 'mmseg'
 custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
 
-# the tiny ADDP checkpoint (configs/addp); model.backbone.init_cfg=None: random weights
-pretrained = 'work_dirs/addp_vit-tiny-p4_1xb64-1000i_demo/iter_1000.pth'
-# the 128 px scenes at 64 px: the digits (24-48 px, 12-24 px here) cover
-# 3-6 patches of 4 px, near the 4-7 of the 32 px pretraining images
+# the nano ADDP checkpoint (configs/addp); model.backbone.init_cfg=None: random weights
+pretrained = 'work_dirs/addp_vit-nano-p4_1xb64-1000i_demo/iter_1000.pth'
+# the 128 px scenes read at 64 px
 width, num_classes, size = 64, 11, 64
 norm_cfg = dict(type='BN', requires_grad=True)
 data_preprocessor = dict(size=(size, size))
 model = dict(
     data_preprocessor=data_preprocessor,
-    backbone=dict(_delete_=True, type='ADDPViT',
-                  arch=dict(embed_dims=width, num_layers=4, num_heads=4), img_size=size,
-                  patch_size=4, out_type='featmap', out_indices=[0, 1, 2, 3], pre_norm=True,
-                  final_norm=False, drop_path_rate=0.1,
-                  token_input=None,  # pixel-vs-token: dict(tokenizer=...) reads code ids
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(
+        _delete_=True,
+        type='ADDPViT',
+        arch='nano',
+        img_size=size,
+        patch_size=4,
+        out_type='featmap',
+        out_indices=[0, 1, 2, 3],
+        pre_norm=True,
+        final_norm=False,
+        drop_path_rate=0.1,
+        token_input=None,  # pixel-vs-token: dict(tokenizer=...) reads code ids
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     # stride-4 tokens -> strides 2 (one transposed conv), 4, 8, 16 (max pooling)
     neck=dict(embed_dim=width, rescales=[2, 1, 0.5, 0.25], norm_cfg=norm_cfg),
-    decode_head=dict(in_channels=[width] * 4, channels=64, num_classes=num_classes,
-                     norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=width, channels=32, num_classes=num_classes,
-                        norm_cfg=norm_cfg))
+    decode_head=dict(
+        in_channels=[width] * 4, channels=64, num_classes=num_classes, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=width, channels=32, num_classes=num_classes, norm_cfg=norm_cfg))
 
 # the scenes at 96 px (training: x0.8-1.25 of that, cropped to 96)
 train_pipeline = [
@@ -52,14 +54,10 @@ train_dataloader = dict(num_workers=1, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=1, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# lr 5e-3: with 5e-4 the logits grew too slowly to leave the background
-# solution in the iterations a CPU allows (one batch took 100 steps to start
-# predicting digits at 1e-3, 50 at 5e-3); from the 81 % classifier at 80 px,
-# lr 2e-3 reached mIoU 13.8 where 5e-3 reached 41.0
+# lr 5e-3 (docs/demo_schedules.md)
 optim_wrapper = dict(
     type='CPUBf16OptimWrapper',
-    optimizer=dict(type='AdamW', lr=5e-3, betas=(0.9, 0.999), weight_decay=0.05,
-                   fused=True),
+    optimizer=dict(type='AdamW', lr=5e-3, betas=(0.9, 0.999), weight_decay=0.05, fused=True),
     constructor='BackboneLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.5, flat_decay_mult=0.0))
 max_iters = 1400

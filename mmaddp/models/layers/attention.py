@@ -9,6 +9,7 @@ was a third of the step); the demo token predictor's step (heads 32 wide)
 accelerators always do. The choice is made per call from the
 tensor's device, so a model moved to a GPU uses SDPA there.
 """
+from contextlib import contextmanager
 from typing import Iterable, Optional
 
 import torch
@@ -17,13 +18,34 @@ import torch.nn.functional as F
 #: heads narrower than this use the explicit path on CPU
 MIN_CPU_SDPA_HEAD_DIM = 64
 
+_FORCE_EXPLICIT = False
+
+
+@contextmanager
+def explicit_attention():
+    """Within the block every attention of mmaddp's models is the explicit
+    softmax(QK^T)V, on any device and width (the benchmarks' stand-in for
+    the release, which computes attention this way)."""
+    global _FORCE_EXPLICIT
+    before, _FORCE_EXPLICIT = _FORCE_EXPLICIT, True
+    try:
+        yield
+    finally:
+        _FORCE_EXPLICIT = before
+
 
 def use_explicit_attention(device: torch.device, head_dim: int) -> bool:
-    return device.type == 'cpu' and head_dim < MIN_CPU_SDPA_HEAD_DIM
+    """Whether attention on ``device`` with heads ``head_dim`` wide is
+    written out: on CPU below :data:`MIN_CPU_SDPA_HEAD_DIM`, or everywhere
+    inside :func:`explicit_attention`."""
+    return _FORCE_EXPLICIT or (device.type == 'cpu' and head_dim < MIN_CPU_SDPA_HEAD_DIM)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              attn_mask: Optional[torch.Tensor] = None, dropout_p: float = 0.) -> torch.Tensor:
+def attention(q: torch.Tensor,
+              k: torch.Tensor,
+              v: torch.Tensor,
+              attn_mask: Optional[torch.Tensor] = None,
+              dropout_p: float = 0.) -> torch.Tensor:
     """``F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p)`` (B x
     heads x N x C/heads each), or the same computation written out where
     :func:`use_explicit_attention` says so."""

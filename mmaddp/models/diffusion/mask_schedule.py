@@ -9,6 +9,18 @@ from typing import Optional
 import torch
 
 
+def masked_fraction(schedule: str, s: float) -> float:
+    """Fraction of positions still masked after progress ``s`` in [0, 1]:
+    ``cos(pi/2 * s)`` (``'cosine'``, MaskGIT / MAGE / ADDP) or ``1 - s``
+    (``'linear'``). The sampler's reveal schedule and the training grid of
+    :class:`MaskRatioSchedule` both come from here."""
+    if schedule == 'cosine':
+        return math.cos(math.pi / 2 * s)
+    if schedule == 'linear':
+        return 1.0 - s
+    raise ValueError(f"schedule must be 'cosine' or 'linear', got {schedule!r}")
+
+
 class TruncatedNormalMaskRatio:
     """Per-image mask ratio ~ N(mean, std) truncated to [low, high]; the
     ``ceil(L * r)`` positions with the smallest uniform noise are masked.
@@ -17,8 +29,7 @@ class TruncatedNormalMaskRatio:
         mean, std, low, high: the truncated normal (MAGE: 0.55, 0.25, 0.5, 1.0).
     """
 
-    def __init__(self, mean: float = 0.55, std: float = 0.25, low: float = 0.5,
-                 high: float = 1.0):
+    def __init__(self, mean: float = 0.55, std: float = 0.25, low: float = 0.5, high: float = 1.0):
         if not low < high:
             raise ValueError(f'mask ratio range [{low}, {high}] is empty')
         self.mean, self.std, self.low, self.high = mean, std, low, high
@@ -26,11 +37,14 @@ class TruncatedNormalMaskRatio:
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """n ratios in [low, high] (float64, on the CPU)."""
         ratios = torch.empty(n, dtype=torch.float64)
-        torch.nn.init.trunc_normal_(ratios, self.mean, self.std, self.low, self.high,
-                                    generator=generator)
+        torch.nn.init.trunc_normal_(
+            ratios, self.mean, self.std, self.low, self.high, generator=generator)
         return ratios
 
-    def sample_mask(self, batch: int, length: int, device=None,
+    def sample_mask(self,
+                    batch: int,
+                    length: int,
+                    device=None,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """A bool mask B x L (True = masked) with ceil(L * r_b) masked per row."""
         ratios = self.sample(batch, generator)
@@ -53,9 +67,15 @@ class MaskRatioSchedule:
     One pair of grid points is drawn per batch (equal counts in a batch).
     """
 
-    def __init__(self, num_grid: int = 100, low: float = 0.5, high: float = 1.0,
-                 mean: float = 0.55, std: float = 0.25, min_offset: int = 1,
+    def __init__(self,
+                 num_grid: int = 100,
+                 low: float = 0.5,
+                 high: float = 1.0,
+                 mean: float = 0.55,
+                 std: float = 0.25,
+                 min_offset: int = 1,
                  max_offset: int = 5):
+        # masked_fraction('cosine', k / num_grid) for the whole grid at once
         k = torch.arange(num_grid + 1, dtype=torch.float64)
         grid = torch.cos(math.pi / 2 * k / num_grid)
         self.ratios = grid[(grid >= low) & (grid < high)].sort().values
@@ -68,15 +88,20 @@ class MaskRatioSchedule:
     def sample_steps(self, generator: Optional[torch.Generator] = None):
         """Grid indices (t, t+1) of one batch."""
         t = int(torch.multinomial(self.weights, 1, generator=generator))
-        offset = int(torch.randint(self.min_offset, self.max_offset + 1, (1, ),
-                                   generator=generator))
+        offset = int(
+            torch.randint(self.min_offset, self.max_offset + 1, (1, ), generator=generator))
         return t, min(t + offset, len(self.ratios) - 1)
 
     @staticmethod
     def num_masked(ratio: float, length: int) -> int:
         return min(length, math.ceil(length * float(ratio)))
 
-    def masks_for(self, batch: int, length: int, t: int, t_next: int, device=None,
+    def masks_for(self,
+                  batch: int,
+                  length: int,
+                  t: int,
+                  t_next: int,
+                  device=None,
                   generator: Optional[torch.Generator] = None):
         """Nested bool masks B x L for the grid indices ``t`` <= ``t_next``."""
         noise = torch.rand(batch, length, generator=generator)
@@ -85,7 +110,10 @@ class MaskRatioSchedule:
         mask_next = ranks < self.num_masked(self.ratios[t_next], length)
         return mask_t.to(device), mask_next.to(device)
 
-    def sample_masks(self, batch: int, length: int, device=None,
+    def sample_masks(self,
+                     batch: int,
+                     length: int,
+                     device=None,
                      generator: Optional[torch.Generator] = None):
         """(mask_t, mask_next), each B x L bool, mask_t within mask_next."""
         t, t_next = self.sample_steps(generator)

@@ -12,31 +12,35 @@ import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_
 
 from mmaddp.registry import MODELS
-
-#: the data preprocessors' ImageNet mean / std (0-255 scale)
-IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
-IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+from ..layers import FrozenPartsMixin
+from ..utils.data_preprocessor import IMAGENET_MEAN_255, IMAGENET_STD_255
 
 
-class CodeTokenEmbed(nn.Module):
+class CodeTokenEmbed(FrozenPartsMixin, nn.Module):
     """Replaces ``ADDPViT.patch_embed`` when the encoder reads code ids.
 
     Normalised images B x 3 x H x W are mapped back to [0, 1] (``mean``/``std``
     are those of the data preprocessor, 0-255 scale), encoded by the frozen
     tokenizer to ids B x H/p x W/p, and embedded: B x (H/p * W/p) x C, the
     layout of timm's ``PatchEmbed``. The tokenizer is held outside the module
-    tree (as in ``ADDP``): it is not trained, not in the optimizer, not in the
-    checkpoints (its config carries its path) and not re-initialised by the
-    backbone's weight init; ``_apply`` moves it with the model.
+    tree (:class:`~mmaddp.models.layers.FrozenPartsMixin`, as in ``ADDP``):
+    not trained, not in the optimizer or the checkpoints (its config carries
+    its path) and not re-initialised by the backbone's weight init.
 
     Args:
         tokenizer (dict): config of a ``VQTokenizer`` with ``checkpoint``.
         embed_dims (int): width of the encoder.
         patch_size (int): must equal the tokenizer's downsampling factor.
-        mean, std (sequence of 3 floats): normalisation of the inputs.
+        mean (Sequence[float]): the inputs' normalisation mean (0-255 scale).
+            Defaults to ImageNet's.
+        std (Sequence[float]): the inputs' normalisation std. Defaults to
+            ImageNet's.
     """
 
-    def __init__(self, tokenizer: dict, embed_dims: int, patch_size: int,
+    def __init__(self,
+                 tokenizer: dict,
+                 embed_dims: int,
+                 patch_size: int,
                  mean: Sequence[float] = IMAGENET_MEAN_255,
                  std: Sequence[float] = IMAGENET_STD_255):
         super().__init__()
@@ -50,28 +54,19 @@ class CodeTokenEmbed(nn.Module):
             raise ValueError(f'The tokenizer downsamples by {built.downsample_factor}, but the '
                              f'encoder patch size is {patch_size}: one id per patch needs '
                              'them equal')
-        self._frozen_parts = dict(tokenizer=built)
+        self.hold_frozen(tokenizer=built)
         self.num_codes = built.num_codes
         self.embedding = nn.Embedding(self.num_codes, embed_dims)
         trunc_normal_(self.embedding.weight, std=0.02)
-        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float).view(1, 3, 1, 1) / 255,
-                             persistent=False)
-        self.register_buffer('std', torch.tensor(std, dtype=torch.float).view(1, 3, 1, 1) / 255,
-                             persistent=False)
+        self.register_buffer(
+            'mean', torch.tensor(mean, dtype=torch.float).view(1, 3, 1, 1) / 255, persistent=False)
+        self.register_buffer(
+            'std', torch.tensor(std, dtype=torch.float).view(1, 3, 1, 1) / 255, persistent=False)
 
     @property
     def tokenizer(self):
-        return self._frozen_parts['tokenizer']
-
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        self.tokenizer._apply(fn, *args, **kwargs)
-        return self
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.tokenizer.eval()
-        return self
+        """The frozen ``VQTokenizer``."""
+        return self.frozen_part('tokenizer')
 
     @torch.no_grad()
     def code_ids(self, x: torch.Tensor) -> torch.Tensor:
