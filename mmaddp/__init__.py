@@ -1,7 +1,7 @@
-"""mmaddp: the OpenMMLab toolkit for ADDP (Alternating Denoising Diffusion
-Process, ICLR 2024): Tian et al., "ADDP: Learning General Representations for
-Image Recognition and Generation with Alternating Denoising Diffusion
-Process", ICLR 2024.
+"""mmaddp: the OpenMMLab toolkit for ADDP.
+
+Tian et al., "ADDP: Learning General Representations for Image Recognition
+and Generation with Alternating Denoising Diffusion Process", ICLR 2024.
 
 Importing the package registers its models in the mmpretrain, mmdet and mmseg
 scopes and allow-lists the classes MMEngine checkpoints need under

@@ -247,7 +247,7 @@ def test_wrong_checkpoints_give_clear_errors(tmp_path):
     mage = {'model': {'token_emb.word_embeddings.weight': torch.zeros(2025, 8)}}
     with pytest.raises(ValueError, match='MAGE token predictor'):
         load(mage, 'mage.pth')
-    with pytest.raises(ValueError, match='no ADDP encoder weights'):
+    with pytest.raises(ValueError, match='not a checkpoint with ADDP encoder weights'):
         load({'model': {'conv1.weight': torch.zeros(1)}}, 'resnet.pth')
     with pytest.raises(ValueError, match='not a readable torch file'):
         load(b'this is not a checkpoint', 'corrupt.pth')

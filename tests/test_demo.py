@@ -282,7 +282,7 @@ def test_a_failed_or_terminated_demo_stops_its_stage_processes(tmp_path, how):
     import signal
     import time
     names = ['side'] if how == 'fail' else ['side', 'main']
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, osp.join(ROOT, 'tools')]))
     proc = subprocess.Popen(
         [sys.executable, '-c', STOP_SCRIPT,
          str(tmp_path / 'stage.log'),

@@ -240,7 +240,7 @@ TINY_ADDP = """
 _base_ = [{demo!r}]
 num_codes = 64
 model = dict(
-    backbone=dict(arch=dict(embed_dims=32, num_layers=2, num_heads=2)),
+    backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=2, num_heads=2)),
     neck=dict(in_channels=32, embed_dims=32, depth=1, num_heads=2, vocab_size=num_codes + 2),
     tokenizer=dict(code_dim=16, num_codes=num_codes, norm_groups=4, checkpoint=None),
     token_predictor=dict(arch=dict(embed_dims=32, depth=1, num_heads=2, decoder_embed_dims=32,

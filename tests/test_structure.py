@@ -9,8 +9,8 @@ from mmaddp.checkpoint import filter_state_dict, recognise_layout, unwrap_state_
 from mmaddp.models.backbones import ADDPViT
 from mmaddp.models.diffusion import eval_mode, make_generators, sample_ids
 from mmaddp.models.layers import FrozenPartsMixin, explicit_attention
-from release_layouts import (addp_checkpoint, classifier_checkpoint, mage_checkpoint,
-                             random_state, vqgan_shapes)
+from release_layouts import (addp_checkpoint, classifier_checkpoint, mage_checkpoint, random_state,
+                             vqgan_shapes)
 
 
 def _layouts():
@@ -21,12 +21,14 @@ def _layouts():
         token_predictor=mage_checkpoint(),
         tokenizer=random_state(vqgan_shapes()),
         release_classifier=classifier_checkpoint()['model'],
-        mmaddp_addp={'backbone.' + k: v
-                     for k, v in vit.state_dict().items()} | {
-                         'neck.decoder_embed.weight': torch.zeros(4, 32)
-                     },
-        encoder={'backbone.' + k: v
-                 for k, v in vit.state_dict().items()} | {'head.fc.weight': torch.zeros(2, 32)},
+        mmaddp_addp={
+            'backbone.' + k: v
+            for k, v in vit.state_dict().items()
+        } | {'neck.decoder_embed.weight': torch.zeros(4, 32)},
+        encoder={
+            'backbone.' + k: v
+            for k, v in vit.state_dict().items()
+        } | {'head.fc.weight': torch.zeros(2, 32)},
         mmpretrain_vit={
             'backbone.layers.0.ln1.weight': torch.ones(32),
             'backbone.patch_embed.projection.weight': torch.zeros(32, 3, 8, 8)
@@ -60,11 +62,11 @@ def test_unwrap_takes_the_runner_state_then_the_release_model_and_drops_ddp_pref
 @pytest.mark.parametrize(
     'target, layout, message',
     [('tokenizer', 'release_classifier',
-      'is a classifier fine-tuned by the ADDP release, not a VQ tokenizer'),
-     ('encoder', 'tokenizer', 'is a VQ tokenizer .VQGAN. checkpoint, not a checkpoint with an '
-      'ADDP encoder'),
-     ('token_predictor', 'mmpretrain_vit', "is an mmpretrain VisionTransformer checkpoint"),
-     ('addp', 'token_predictor', 'is a MAGE token predictor checkpoint, not an ADDP')])
+      'is not a VQ tokenizer checkpoint .VQGAN.: it is a classifier fine-tuned by the ADDP'),
+     ('encoder', 'tokenizer', 'is not a checkpoint with ADDP encoder weights: it is a VQ '
+      'tokenizer'),
+     ('token_predictor', 'mmpretrain_vit', 'it is an mmpretrain VisionTransformer checkpoint'),
+     ('addp', 'token_predictor', 'is not an ADDP checkpoint: it is a MAGE token predictor')])
 def test_a_file_of_another_kind_is_refused_naming_both_kinds(target, layout, message):
     with pytest.raises(ValueError, match=message):
         filter_state_dict(_layouts()[layout], target, 'Checkpoint x.pth')
@@ -95,6 +97,7 @@ def test_eval_mode_gives_each_module_its_mode_back_also_on_error():
 
 
 def test_the_sampler_takes_generators_only():
+
     def predict(ids, masked):
         return torch.full((*ids.shape, 3), 1 / 3)
 
@@ -125,8 +128,11 @@ def test_frozen_parts_stay_out_of_the_tree_follow_moves_and_stay_in_eval():
 
 
 def test_explicit_attention_switch_reaches_wide_heads():
-    vit = ADDPViT(arch=dict(embed_dims=128, num_layers=1, num_heads=2), img_size=16,
-                  patch_size=8, out_type='raw').eval()  # 64-wide heads: SDPA on CPU
+    vit = ADDPViT(
+        arch=dict(embed_dims=128, num_layers=1, num_heads=2),
+        img_size=16,
+        patch_size=8,
+        out_type='raw').eval()  # 64-wide heads: SDPA on CPU
     x = torch.randn(1, 3, 16, 16)
     fused = vit(x)[-1]
     assert vit.blocks[0].attn.fused_attn
@@ -139,9 +145,12 @@ def test_explicit_attention_switch_reaches_wide_heads():
 
 
 def test_mmpretrain_arch_keys_are_accepted():
-    vit = ADDPViT(arch=dict(embed_dims=32, num_layers=1, num_heads=2, feedforward_channels=96),
-                  img_size=16, patch_size=8)
+    vit = ADDPViT(
+        arch=dict(embed_dims=32, num_layers=1, num_heads=2, feedforward_channels=96),
+        img_size=16,
+        patch_size=8)
     assert vit.blocks[0].mlp.fc1.out_features == 96
     with pytest.raises(ValueError, match='not both'):
-        ADDPViT(arch=dict(embed_dims=32, num_layers=1, num_heads=2, feedforward_channels=96,
-                          mlp_ratio=3.0))
+        ADDPViT(
+            arch=dict(
+                embed_dims=32, num_layers=1, num_heads=2, feedforward_channels=96, mlp_ratio=3.0))

@@ -55,11 +55,11 @@ PREDICTOR_MARKER = 'token_emb.word_embeddings.weight'
 TOKENIZER_MARKER = 'encoder.conv_in.weight'
 
 DESCRIPTIONS = dict(
-    addp='an ADDP pretraining checkpoint',
+    addp='an ADDP checkpoint',
     token_predictor='a MAGE token predictor checkpoint',
-    tokenizer='a VQ tokenizer (VQGAN) checkpoint',
+    tokenizer='a VQ tokenizer checkpoint (VQGAN)',
     release_classifier='a classifier fine-tuned by the ADDP release',
-    encoder='a checkpoint with an ADDP encoder',
+    encoder='a checkpoint with ADDP encoder weights',
     mmpretrain_vit="an mmpretrain VisionTransformer checkpoint (keys 'layers.*')")
 
 
@@ -220,7 +220,7 @@ def filter_state_dict(state: StateDict,
     mapped = mapper(state, **kwargs) if layout in accepted else None
     if mapped is None or (target in REQUIRED and REQUIRED[target] not in mapped):
         found = DESCRIPTIONS.get(layout, 'of no layout mmaddp knows')
-        raise ValueError(f'{source} is {found}, not {DESCRIPTIONS[target]} '
+        raise ValueError(f'{source} is not {DESCRIPTIONS[target]}: it is {found} '
                          f'(found e.g. {sorted(state)[:3]})')
     return mapped
 

@@ -255,7 +255,7 @@ def prepare_config(src: str,
     ``dst``: the exact config of a stage, kept in its folder."""
     from mmengine.config import Config
 
-    from .config import merge_cfg_options_strict
+    from mmaddp.utils.config import merge_cfg_options_strict
     cfg = load_config(src)
     if options:
         merge_cfg_options_strict(cfg, options)

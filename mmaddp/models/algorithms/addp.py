@@ -37,6 +37,12 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
         token_predictor (dict): a ``TokenPredictor`` config (with ``checkpoint``).
         mask_schedule (dict, optional): ``MaskRatioSchedule`` arguments.
             Defaults to None (the release's schedule).
+        frozen_precision (str): how the frozen parts compute: ``'fp32'``,
+            ``'bf16'`` (weights in bf16, the tokenizer's convolutions
+            channels-last, its nearest-code search fp32) or ``'auto'`` (bf16
+            where the device has bf16 arithmetic: a CUDA GPU that supports
+            it, a CPU reporting ``avx512_bf16`` / ``amx_bf16``; decided again
+            when the model moves). Defaults to ``'fp32'``.
         checkpoint (str, optional): a released ``addp-vit-*-16.pth`` or an
             mmaddp ADDP checkpoint to start from. Defaults to None.
         data_preprocessor (dict, optional): Defaults to None (uint8 BGR ->
@@ -51,6 +57,7 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
                  tokenizer: dict,
                  token_predictor: dict,
                  mask_schedule: Optional[dict] = None,
+                 frozen_precision: str = 'fp32',
                  checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
@@ -78,6 +85,11 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
             raise ValueError(f'backbone patch_size {self.backbone.patch_size} must equal the '
                              f'tokenizer downsampling {self.tokenizer.downsample_factor}')
         self._checkpoint = checkpoint
+        if frozen_precision not in ('fp32', 'bf16', 'auto'):
+            raise ValueError(f"frozen_precision must be 'fp32', 'bf16' or 'auto', got "
+                             f'{frozen_precision!r}')
+        self.frozen_precision = frozen_precision
+        self._set_frozen_format()
 
     @property
     def tokenizer(self):
@@ -91,6 +103,26 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
 
     def frozen_parts_moved(self):
         self._start_pixels_cache = None  # recomputed on the new device / dtype
+        if hasattr(self, 'frozen_precision'):
+            self._set_frozen_format()
+
+    def _set_frozen_format(self):
+        """Put the frozen parts in the format ``frozen_precision`` asks for on
+        the model's current device (``'fp32'`` leaves them as moved)."""
+        if self.frozen_precision == 'fp32':
+            return
+        bf16 = self.frozen_precision == 'bf16'
+        if self.frozen_precision == 'auto':
+            device = self.pixel_mean.device
+            if device.type == 'cuda':
+                bf16 = torch.cuda.is_bf16_supported()
+            elif device.type == 'cpu':
+                from mmaddp.engine.optimizers.cpu_bf16_optim_wrapper import cpu_has_fast_bf16
+                bf16 = cpu_has_fast_bf16()
+        if bf16 or getattr(self.tokenizer, '_io_format', None) is not None:
+            dtype = torch.bfloat16 if bf16 else torch.float32
+            self.tokenizer.set_inference_format(dtype, channels_last=bf16)
+            self.token_predictor.to(dtype)
 
     # ----------------------------------------------------------------- init
     def init_weights(self):

@@ -1,13 +1,12 @@
 """Building blocks shared by the parts of ADDP."""
-from .attention import (attention, explicit_attention, select_attention_kernel,
-                        use_explicit_attention)
+from .attention import explicit_attention, select_attention_kernel, use_explicit_attention
 from .frozen_parts import FrozenPartsMixin
 from .mlm_layer import MlmLayer
 from .norm import LAYER_NORM_EPS, layer_norm
 from .release_init import RELEASE_INIT_CFG, init_like_release, init_patch_projection
 
 __all__ = [
-    'attention', 'explicit_attention', 'select_attention_kernel', 'use_explicit_attention',
-    'FrozenPartsMixin', 'MlmLayer', 'LAYER_NORM_EPS', 'layer_norm', 'RELEASE_INIT_CFG',
-    'init_like_release', 'init_patch_projection'
+    'explicit_attention', 'select_attention_kernel', 'use_explicit_attention', 'FrozenPartsMixin',
+    'MlmLayer', 'LAYER_NORM_EPS', 'layer_norm', 'RELEASE_INIT_CFG', 'init_like_release',
+    'init_patch_projection'
 ]

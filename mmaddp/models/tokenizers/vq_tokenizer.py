@@ -274,16 +274,44 @@ class VQTokenizer(BaseModel):
         return super().train(mode and not self.frozen)
 
     # ---------------------------------------------------------------- API
+    def set_inference_format(self,
+                             dtype: torch.dtype = torch.float32,
+                             channels_last: bool = False) -> None:
+        """Hold the frozen encoder and decoder in ``dtype`` and memory format.
+
+        bf16 weights in channels-last order run the convolutions at several
+        times fp32's speed on CPUs with bf16 arithmetic (see
+        ``benchmarks/results/pretrain_step.md``); inputs are converted on the
+        way in. The codebook stays fp32 and the nearest-code search runs in
+        fp32 whatever the features' dtype, so ids differ from the fp32 path's
+        only where bf16 features move a distance tie.
+
+        Args:
+            dtype (torch.dtype): Defaults to torch.float32 (as built).
+            channels_last (bool): Defaults to False.
+        """
+        if not self.frozen:
+            raise RuntimeError('set_inference_format is for a frozen tokenizer; a trained one '
+                               'keeps fp32 weights (use an autocast optimizer wrapper)')
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        for part in (self.encoder, self.decoder):
+            part.to(dtype=dtype, memory_format=fmt)
+        self._io_format = None if (dtype == torch.float32 and not channels_last) else (dtype, fmt)
+
+    def _to_io_format(self, x: torch.Tensor) -> torch.Tensor:
+        fmt = getattr(self, '_io_format', None)
+        return x if fmt is None else x.to(fmt[0]).contiguous(memory_format=fmt[1])
+
     def encode(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Images B x 3 x H x W in [0, 1] -> (ids B x h x w, code vectors
         B x C x h x w)."""
-        quant, ids = self.quantize(self.encoder(images))
+        quant, ids = self.quantize(self.encoder(self._to_io_format(images)))
         return ids, quant
 
     def decode(self, vectors: torch.Tensor) -> torch.Tensor:
         """Code vectors B x C x h x w -> images B x 3 x H x W (in [0, 1] scale,
-        not clamped)."""
-        return self.decoder(vectors)
+        not clamped; in the inference format's dtype)."""
+        return self.decoder(self._to_io_format(vectors))
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Ids B x h x w -> code vectors B x C x h x w."""
