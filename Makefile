@@ -15,7 +15,7 @@ lint: setup
 	$(PY) -m yapf --diff --recursive $(LINT_PATHS)
 
 test: lint
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=15
 
 # the bundled demo data (ImageNet / COCO / ADE20K layouts) in data/demo
 data: setup

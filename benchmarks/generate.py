@@ -1,23 +1,24 @@
-"""Images per second of ADDP unconditional generation (ViT-B/16, 256 px,
-20 cosine steps) against a straightforward variant of the same sampler.
+"""Images per second of ADDP-B unconditional generation (256 px, cosine
+steps): fp32 and bf16 side by side with a straightforward variant that stands
+in for the authors' release.
 
     python benchmarks/generate.py [--device cpu|cuda] [--batch-size N] [--steps N]
                                   [--repeats N] [--warmup N]
 
-* ``optimized``: ``ADDP.generate`` as shipped: attention by
-  ``F.scaled_dot_product_attention``, the start image (decode of the fully
-  masked prediction) computed once and cached, all samples in one batch, bf16
-  autocast for encoder + decoder on CUDA.
-* ``straightforward``: the same sampler, batched the same way, around a plain
-  model step: attention written out by hand (q k^T / sqrt(d), softmax, @ v)
-  in fp32 in encoder, decoder and token predictor, the start image
-  recomputed (token predictor + VQGAN decode) on every call, no autocast.
+* ``release``: the same sampler (so the same random draws for a seed) around
+  a plain model step: attention written out by hand (q k^T / sqrt(d),
+  softmax, @ v) in every block, fp32, the start image recomputed (token
+  predictor + VQGAN decode) on every call.
+* ``fp32``: ``ADDP.generate`` as shipped (SDPA where faster, the start image
+  cached), fp32.
+* ``bf16``: ``ADDP.generate(bf16=True)`` with ``frozen_precision='bf16'``
+  (frozen parts in bf16, the VQGAN channels-last, nearest-code search fp32).
+  Skipped where the device has no bf16 arithmetic.
 
-Weights are random at the released sizes (VQGAN tokenizer, MAGE-B token
-predictor, TokenDecoder of configs/addp/addp_vit-base-p16_64xb64-amp-1600e_in1k.py).
-Each variant runs in its own process so its peak memory is its own; both
-sample with the same seed, and the parent compares their token ids and images.
-Results are appended to ``benchmarks/results/generate.md``.
+Weights are random at the released sizes. Each variant runs in its own
+process; all sample with the same seed, and the parent compares their token
+ids with the release stand-in's. Results are appended to
+``benchmarks/results/generate.md``.
 """
 import argparse
 import json
@@ -33,42 +34,11 @@ from contextlib import nullcontext
 
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from common import build_addp_b, gemm_peak, has_fast_bf16, machine  # noqa: E402
+
 SEED = 0
-
-
-def build_model(device):
-    import torch
-
-    import mmaddp  # noqa: F401
-    from mmaddp.registry import MODELS
-    torch.manual_seed(0)
-    model = MODELS.build(
-        dict(
-            type='ADDP',
-            backbone=dict(
-                type='ADDPViT',
-                arch='b',
-                img_size=256,
-                patch_size=16,
-                out_type='raw',
-                pre_norm=True,
-                drop_rate=0.1,
-                attn_drop_rate=0.1),
-            neck=dict(
-                type='TokenDecoder',
-                in_channels=768,
-                embed_dims=768,
-                depth=8,
-                num_heads=16,
-                mlp_ratio=4.0,
-                num_tokens=256,
-                vocab_size=2025,
-                drop_rate=0.1),
-            head=dict(type='DenoisingHead', label_smoothing=0.1),
-            tokenizer=dict(type='VQTokenizer'),
-            token_predictor=dict(type='TokenPredictor', arch='b')))
-    model.init_weights()
-    return model.to(device).eval()
 
 
 def straightforward_generate(model, num_samples, steps, seed):
@@ -109,15 +79,16 @@ def straightforward_generate(model, num_samples, steps, seed):
 
 def run_variant(variant, device, batch, steps, repeats, warmup, dump):
     import torch
-    model = build_model(device)
-    if variant == 'straightforward':
+    model = build_addp_b(device, 'bf16' if variant == 'bf16' else 'fp32').eval()
+    if variant == 'release':
 
         def sample():
             return straightforward_generate(model, batch, steps, SEED)
     else:
 
         def sample():
-            images, trace = model.generate(batch, steps=steps, seed=SEED, return_trace=True)
+            images, trace = model.generate(
+                batch, steps=steps, seed=SEED, return_trace=True, bf16=variant == 'bf16')
             return images, trace[-1]['ids']
 
     def sync():
@@ -153,22 +124,7 @@ def run_variant(variant, device, batch, steps, repeats, warmup, dump):
         s_per_batch=per_batch,
         s_min=min(times),
         images_per_s=batch / per_batch,
-        peak_gib=peak,
-        amp=variant == 'optimized' and device == 'cuda')
-
-
-def machine(device):
-    import torch
-    if device == 'cuda':
-        return f'{torch.cuda.get_device_name(0)}, torch {torch.__version__}'
-    cpu = 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return (f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__} '
-            f'({torch.get_num_threads()} threads)')
+        peak_gib=peak)
 
 
 def main():
@@ -198,15 +154,19 @@ def main():
     warmup = args.warmup if args.warmup is not None else (2 if device == 'cuda' else 1)
     if args.variant:  # child process: one variant, JSON on the last line
         from mmaddp.models.layers import explicit_attention
-        plain = explicit_attention() if args.variant == 'straightforward' else nullcontext()
+        plain = explicit_attention() if args.variant == 'release' else nullcontext()
         with plain:  # written-out attention in every block: the release's way
             result = run_variant(args.variant, device, batch, args.steps, repeats, warmup,
                                  args.dump)
         print(json.dumps(result))
         return
+    bf16 = has_fast_bf16(device)
+    peak = gemm_peak(device)
     rows, dumps = [], {}
     tmp = tempfile.mkdtemp(prefix='addp_generate_')
-    for variant in ('straightforward', 'optimized'):
+    for variant in ('release', 'fp32', 'bf16'):
+        if variant == 'bf16' and not bf16:
+            continue
         dumps[variant] = osp.join(tmp, variant + '.pt')
         cmd = [
             sys.executable, __file__, '--device', device, '--batch-size',
@@ -218,42 +178,39 @@ def main():
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    a, b = (torch.load(dumps[v]) for v in ('straightforward', 'optimized'))
+    dumped = {v: torch.load(path) for v, path in dumps.items()}
     shutil.rmtree(tmp, ignore_errors=True)
-    img_diff = (a['images'] - b['images']).abs().max().item()
-    ids_equal = int((a['ids'] == b['ids']).sum())
-    ids_total = a['ids'].numel()
-    base, opt = rows
-    speedup = opt['images_per_s'] / base['images_per_s']
-    mem = 'peak GPU memory (GiB, allocated)' if device == 'cuda' else 'peak RSS (GiB, process)'
+    base = rows[0]
+    mem = 'peak GPU memory (GiB)' if device == 'cuda' else 'peak RSS (GiB)'
     flags = f'--device {device} --batch-size {batch} --steps {args.steps} --repeats {repeats} ' \
             f'--warmup {warmup}'
     lines = [
         f'\n## {device.upper()}: {machine(device)}\n',
-        f'ViT-B/16 ADDP unconditional generation at 256 px ({args.steps} cosine steps, MAGE-B '
+        f'ADDP-B unconditional generation at 256 px ({args.steps} cosine steps, MAGE-B '
         f'predictor and VQGAN at released sizes, random weights), batch {batch}, {repeats} timed '
         f'call(s) after {warmup} warm-up; load average before the run '
-        f'{os.getloadavg()[0]:.2f}.\n',
+        f'{os.getloadavg()[0]:.2f}. GEMM peak in the same run (2048^2): fp32 '
+        f'{peak["fp32"]:.0f} GFLOP/s, bf16 {peak["bf16"]:.0f} GFLOP/s.\n',
         f'Command: `python benchmarks/generate.py {flags}`\n',
-        f'| variant | images/s | s per batch (mean / min) | s per step | {mem} | batch | steps |',
+        f'| variant | images/s | s per batch (mean / min) | s per step | vs release | {mem} '
+        '| final ids equal to the release stand-in\'s |',
         '|---|---|---|---|---|---|---|',
     ]
+    ref = dumped['release']['ids']
     for r in rows:
-        name = r['variant'] + (' (bf16 autocast)' if r['amp'] else ' (fp32)')
-        lines.append(f"| {name} | {r['images_per_s']:.3f} | {r['s_per_batch']:.1f} / "
+        same = int((dumped[r['variant']]['ids'] == ref).sum())
+        lines.append(f"| {r['variant']} | {r['images_per_s']:.3f} | {r['s_per_batch']:.1f} / "
                      f"{r['s_min']:.1f} | {r['s_per_batch'] / r['steps']:.2f} | "
-                     f"{r['peak_gib']:.2f} | {r['batch']} | {r['steps']} |")
-    lines += [
-        f'\nSpeed-up: **{speedup:.2f}x**.\n',
-        f'Same seed ({SEED}), both variants: final token ids equal at {ids_equal} / {ids_total} '
-        f'positions; max abs image difference {img_diff:.2e}.\n',
-    ]
+                     f"{r['images_per_s'] / base['images_per_s']:.2f}x | {r['peak_gib']:.2f} | "
+                     f"{same} / {ref.numel()} |")
+    if not bf16:
+        lines.append('\nbf16 row skipped: the device reports no bf16 arithmetic.')
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     new = not osp.exists(args.out)
     with open(args.out, 'a') as f:
         if new:
             f.write('# ADDP unconditional generation: throughput and peak memory\n')
-        f.write('\n'.join(lines))
+        f.write('\n'.join(lines) + '\n')
     print('\n'.join(lines))
 
 

@@ -1,24 +1,30 @@
-"""Throughput and peak memory of one ADDP pretraining step (forward +
-backward + AdamW) for ViT-B/16 at 256 px, against a straightforward variant.
+"""Throughput and peak memory of one ADDP-B pretraining step (forward +
+backward + AdamW) at 256 px: fp32 and bf16 side by side with a
+straightforward variant that stands in for the authors' release.
 
     python benchmarks/pretrain_step.py [--device cpu|cuda] [--batch N] [--steps N]
 
-* ``optimized``: mmaddp's ADDP as shipped: both token-predictor passes in
-  one batched forward, attention by ``F.scaled_dot_product_attention``, and
-  bf16 autocast where the device supports it (CUDA).
-* ``straightforward``: two separate token-predictor passes and attention
-  written out by hand (q k^T, softmax, @ v) in fp32, no autocast.
+Variants (the same random weights, images and masks):
 
-Both use the same random weights, images and masks; their losses are
-reported side by side (equal up to bf16 rounding). Each variant runs in its
-own process so peak memory is its own. Results are appended to
-``benchmarks/results/pretrain_step.md``.
+* ``release``: two separate token-predictor passes, attention written out by
+  hand (q k^T, softmax, @ v) in every block, fp32, no autocast.
+* ``fp32``: mmaddp's ADDP (both predictor passes in one batched forward,
+  attention by SDPA where it is faster), fp32.
+* ``bf16``: the same under the optimizer wrapper a config selects for bf16:
+  ``CPUBf16OptimWrapper`` on CPU, ``AmpOptimWrapper(dtype='bfloat16')`` on
+  CUDA. Skipped where the device has no bf16 arithmetic.
+* ``bf16 + frozen bf16``: also ``frozen_precision='bf16'`` (frozen tokenizer
+  and predictor held in bf16, the tokenizer channels-last, its nearest-code
+  search fp32).
+
+Each variant runs in its own process so its peak memory is its own. The run
+also measures the device's GEMM peak and, on CPU, names the flags that
+decide the kernels. Results are appended to ``benchmarks/results/pretrain_step.md``.
 """
 import argparse
 import json
 import os
 import os.path as osp
-import platform
 import resource
 import subprocess
 import sys
@@ -27,128 +33,103 @@ from contextlib import nullcontext
 
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from common import build_addp_b, gemm_peak, has_fast_bf16, machine  # noqa: E402
+
+VARIANTS = ('release', 'fp32', 'bf16', 'bf16_frozen')
+NAMES = dict(
+    release='release stand-in (fp32, 2 predictor passes, attention by hand)',
+    fp32='mmaddp fp32',
+    bf16='mmaddp bf16 autocast',
+    bf16_frozen='mmaddp bf16 autocast + frozen parts bf16 / channels-last')
+#: FLOP of one ADDP-B step per image (torch.utils.flop_counter, issue 21)
+GFLOP_PER_IMAGE = 723
 
 
-def build_model(device):
+def make_release_corruption(model):
+    """The release's corruption: two token-predictor passes."""
     import torch
 
-    import mmaddp  # noqa: F401
-    from mmaddp.registry import MODELS
-    torch.manual_seed(0)
-    model = MODELS.build(
-        dict(
-            type='ADDP',
-            backbone=dict(
-                type='ADDPViT',
-                arch='b',
-                img_size=256,
-                out_type='raw',
-                drop_rate=0.0,
-                attn_drop_rate=0.0),
-            neck=dict(
-                type='TokenDecoder',
-                in_channels=768,
-                embed_dims=768,
-                depth=8,
-                num_heads=16,
-                num_tokens=256,
-                vocab_size=2025,
-                drop_rate=0.0),
-            head=dict(type='DenoisingHead'),
-            tokenizer=dict(type='VQTokenizer'),
-            token_predictor=dict(type='TokenPredictor', arch='b', drop_rate=0.0)))
-    model.init_weights()
-    return model.to(device).train()
-
-
-def make_straightforward(model):
-    """Two predictor passes (the release's corruption); the caller runs it
-    inside ``explicit_attention()`` (hand-written fp32 attention)."""
-    import torch
+    from mmaddp.models.diffusion import mix_code_vectors
 
     @torch.no_grad()
     def corrupt(images, mask_t, mask_next):
         tok, pred = model.tokenizer, model.token_predictor
         ids, e0 = tok.encode(images)
-        b, h, w = ids.shape
         ids = ids.flatten(1)
         p_next = pred.predict_probs(ids, mask_next)
         q_t = pred.predict_probs(ids, mask_t)
-        soft = tok.soft_embed(p_next.view(b, h, w, -1))
-        z_t = torch.where(mask_t.view(b, 1, h, w), soft, e0)
-        return ids, tok.decode(z_t).clamp(0, 1), q_t
+        return ids, tok.decode(mix_code_vectors(tok, e0, mask_t, p_next)).clamp(0, 1), q_t
 
     model.corrupt = corrupt
-    return model
+
+
+def optim_wrapper(variant, device, params):
+    import torch
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+
+    from mmaddp.engine.optimizers import CPUBf16OptimWrapper
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    clip = dict(max_norm=3.0)
+    if variant in ('release', 'fp32'):
+        return OptimWrapper(opt, clip_grad=clip)
+    if device == 'cuda':
+        return AmpOptimWrapper(optimizer=opt, clip_grad=clip, dtype='bfloat16')
+    return CPUBf16OptimWrapper(optimizer=opt, clip_grad=clip, enabled=True)
 
 
 def run_variant(variant, device, batch, steps, warmup):
     import torch
-    model = build_model(device)
-    use_amp = variant == 'optimized' and device == 'cuda'
-    if variant == 'straightforward':
-        make_straightforward(model)
+    model = build_addp_b(device, 'bf16' if variant == 'bf16_frozen' else 'fp32').train()
+    if variant == 'release':
+        make_release_corruption(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    wrapper = optim_wrapper(variant, device, params)
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 3, 256, 256, generator=gen).to(device)
     mask_t, mask_next = model.mask_schedule.masks_for(batch, 256, 20, 23, generator=gen)
     mask_t, mask_next = mask_t.to(device), mask_next.to(device)
 
     def step():
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use_amp):
+        with wrapper.optim_context(model):
             loss = model.denoising_loss(images, mask_t, mask_next)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 3.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        wrapper.update_params(loss)
         return float(loss)
+
+    def sync():
+        if device == 'cuda':
+            torch.cuda.synchronize()
 
     first_loss = step()
     for _ in range(warmup - 1):
         step()
+    sync()
     if device == 'cuda':
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        start = time.perf_counter()
         step()
-    if device == 'cuda':
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+        sync()
+        times.append(time.perf_counter() - start)
     peak = (
         torch.cuda.max_memory_allocated() /
         2**30 if device == 'cuda' else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    median = sorted(times)[len(times) // 2]
     return dict(
         variant=variant,
-        device=device,
-        batch=batch,
-        steps=steps,
-        images_per_s=batch * steps / elapsed,
+        s_per_step=median,
+        images_per_s=batch / median,
         peak_gib=peak,
-        first_loss=first_loss,
-        amp=use_amp)
-
-
-def machine(device):
-    import torch
-    if device == 'cuda':
-        return f'{torch.cuda.get_device_name(0)}, torch {torch.__version__}'
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return (f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__} '
-            f'({torch.get_num_threads()} threads)')
+        first_loss=first_loss)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda if present)')
     parser.add_argument('--batch', type=int, default=None)
-    parser.add_argument('--steps', type=int, default=None)
+    parser.add_argument('--steps', type=int, default=None, help='timed steps (median reported)')
     parser.add_argument('--warmup', type=int, default=None)
     parser.add_argument('--variant', help=argparse.SUPPRESS)
     parser.add_argument('--out', default=osp.join(HERE, 'results', 'pretrain_step.md'))
@@ -156,17 +137,21 @@ def main():
     import torch
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     batch = args.batch or (64 if device == 'cuda' else 2)
-    steps = args.steps or (10 if device == 'cuda' else 2)
+    steps = args.steps or (10 if device == 'cuda' else 3)
     warmup = args.warmup or (3 if device == 'cuda' else 1)
     if args.variant:  # child process: one variant, JSON on the last line
         from mmaddp.models.layers import explicit_attention
-        plain = explicit_attention() if args.variant == 'straightforward' else nullcontext()
-        with plain:  # written-out attention in every block: the release's way
+        plain = explicit_attention() if args.variant == 'release' else nullcontext()
+        with plain:
             result = run_variant(args.variant, device, batch, steps, warmup)
         print(json.dumps(result))
         return
+    bf16 = has_fast_bf16(device)
+    peak = gemm_peak(device)
     rows = []
-    for variant in ('straightforward', 'optimized'):
+    for variant in VARIANTS:
+        if variant.startswith('bf16') and not bf16:
+            continue
         cmd = [
             sys.executable, __file__, '--device', device, '--batch',
             str(batch), '--steps',
@@ -176,29 +161,33 @@ def main():
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    base, opt = rows
-    speedup = opt['images_per_s'] / base['images_per_s']
-    mem = 'peak GPU memory (GiB, allocated)' if device == 'cuda' else 'peak RSS (GiB, process)'
+    by = {r['variant']: r for r in rows}
+    mem = 'peak GPU memory (GiB)' if device == 'cuda' else 'peak RSS (GiB)'
     lines = [
         f'\n## {device.upper()}: {machine(device)}\n',
-        f'ViT-B/16 ADDP step at 256 px (MAGE ViT-B predictor, released-size VQGAN), batch '
-        f'{batch}, {steps} timed steps after {warmup} warm-up; `python benchmarks/pretrain_step.py '
-        f'--device {device}`.\n',
-        f'| variant | images/s | {mem} | loss (first step) |',
-        '|---|---|---|---|',
+        f'ADDP-B step at 256 px (ViT-B/16 encoder, 8-block decoder, MAGE ViT-B predictor, '
+        f'released-size VQGAN; random weights, no dropout), batch {batch}, median of {steps} '
+        f'timed steps after {warmup} warm-up; `python benchmarks/pretrain_step.py --device '
+        f'{device}`. GEMM peak measured in the same run (2048^2): fp32 {peak["fp32"]:.0f} '
+        f'GFLOP/s, bf16 {peak["bf16"]:.0f} GFLOP/s.\n',
+        f'| variant | s / step | images/s | vs release | vs mmaddp fp32 | share of bf16 GEMM peak '
+        f'| {mem} | loss (first step) |',
+        '|---|---|---|---|---|---|---|---|',
     ]
     for r in rows:
-        name = r['variant'] + (' (bf16 autocast)' if r['amp'] else ' (fp32)')
-        lines.append(f"| {name} | {r['images_per_s']:.2f} | {r['peak_gib']:.2f} | "
-                     f"{r['first_loss']:.4f} |")
-    lines.append(f'\nSpeed-up: **{speedup:.2f}x** (target >= 1.3x).\n')
+        share = r['images_per_s'] * GFLOP_PER_IMAGE / peak['bf16']
+        lines.append(f"| {NAMES[r['variant']]} | {r['s_per_step']:.2f} | {r['images_per_s']:.3f} | "
+                     f"{r['images_per_s'] / by['release']['images_per_s']:.2f}x | "
+                     f"{r['images_per_s'] / by['fp32']['images_per_s']:.2f}x | {share:.0%} | "
+                     f"{r['peak_gib']:.2f} | {r['first_loss']:.4f} |")
+    if not bf16:
+        lines.append('\nbf16 rows skipped: the device reports no bf16 arithmetic.')
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     new = not osp.exists(args.out)
     with open(args.out, 'a') as f:
         if new:
             f.write('# ADDP pretraining step: throughput and peak memory\n')
-        f.write('\n'.join(lines))
-    print('\n'.join(lines))
+        f.write('\n'.join(lines) + '\n')
 
 
 if __name__ == '__main__':

@@ -101,3 +101,75 @@ def test_backbone_output_does_not_depend_on_the_kernel():
         finally:
             attention_mod.MIN_CPU_SDPA_HEAD_DIM = old
     torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
+
+
+def _frozen_dtypes(model):
+    tok, pred = model.tokenizer, model.token_predictor
+    return (tok.encoder.conv_in.weight.dtype, tok.decoder.conv_out.weight.dtype,
+            tok.quantize.embedding.weight.dtype, pred.blocks[0].attn.qkv.weight.dtype)
+
+
+def test_frozen_precision_bf16_keeps_ids_and_codebook_fp32_and_the_loss_close(monkeypatch):
+    from test_addp import L, tiny_addp
+    default, bf16 = tiny_addp(), tiny_addp(frozen_precision='bf16')
+    assert _frozen_dtypes(default) == (torch.float32, ) * 4
+    # encoder fp32 (exact ids), decoder and predictor bf16, codebook fp32
+    assert _frozen_dtypes(bf16) == (torch.float32, torch.bfloat16, torch.float32, torch.bfloat16)
+    assert bf16.tokenizer.decoder.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    mask_t, mask_next = default.mask_schedule.masks_for(
+        4, L, 10, 14, generator=torch.Generator().manual_seed(2))
+    default.eval(), bf16.eval()
+    with torch.no_grad():
+        ids_a, _, q_a = default.corrupt(images, mask_t, mask_next)
+        with torch.autocast('cpu', torch.bfloat16):  # as under CPUBf16OptimWrapper
+            ids_b, x_b, q_b = bf16.corrupt(images, mask_t, mask_next)
+        a = default.denoising_loss(images, mask_t, mask_next)
+        b = bf16.denoising_loss(images, mask_t, mask_next)
+    assert torch.equal(ids_a, ids_b) and x_b.dtype == torch.bfloat16
+    assert (q_a - q_b).abs().max() < 0.05
+    assert torch.isfinite(b) and abs(float(a) - float(b)) < 0.02 * float(a)
+    # 'auto' follows the CPU flags, decided again when the model moves
+    monkeypatch.setattr(wrapper_mod, 'cpu_has_fast_bf16', lambda: True)
+    auto = tiny_addp(frozen_precision='auto')
+    assert _frozen_dtypes(auto)[1] == torch.bfloat16
+    monkeypatch.setattr(wrapper_mod, 'cpu_has_fast_bf16', lambda: False)
+    auto.to('cpu')
+    assert _frozen_dtypes(auto) == (torch.float32, ) * 4
+    with pytest.raises(ValueError, match='frozen_precision must be one of'):
+        tiny_addp(frozen_precision='fp16')
+
+
+def test_the_fast_tokenizer_formats_keep_the_fp32_code_ids(trained_tokenizer):
+    """On the bundled val images, the channels-last fp32 encoder (what
+    ``frozen_precision='bf16'`` uses) picks the fp32 path's code at every
+    position, the bf16 decoder reconstructs within bf16 rounding; a bf16
+    encoder (autocast) moves some ids, which is why it is not used."""
+    import glob
+    import os.path as osp
+
+    import numpy as np
+    from PIL import Image
+
+    from mmaddp.registry import MODELS
+    from conftest import TOKENIZER_CFG
+    checkpoint, data_root = trained_tokenizer
+    cfg = dict(Config.fromfile(TOKENIZER_CFG).model)
+    cfg.pop('data_preprocessor', None)
+    tok = MODELS.build(dict(cfg, frozen=True, checkpoint=str(checkpoint)))
+    files = sorted(glob.glob(osp.join(data_root, 'val', '*', '*.png')))
+    images = torch.stack(
+        [torch.from_numpy(np.array(Image.open(f).convert('RGB'))).permute(2, 0, 1)
+         for f in files]).float() / 255
+    with torch.no_grad():
+        ids32, vectors32 = tok.encode(images)
+        recon32 = tok.decode(vectors32)
+        with torch.autocast('cpu', torch.bfloat16):
+            ids_autocast, _ = tok.encode(images)
+        tok.set_inference_format(torch.bfloat16, channels_last=True, encoder_dtype=torch.float32)
+        ids_fast, vectors = tok.encode(images)
+        recon = tok.decode(vectors)
+    assert len(files) == 500 and recon.dtype == torch.bfloat16
+    assert (ids_fast == ids32).float().mean() >= 0.995
+    assert (recon.float() - recon32).abs().mean() < 0.01
+    assert (ids_autocast == ids32).float().mean() < 1.0  # bf16 features move some codes

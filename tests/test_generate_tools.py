@@ -337,11 +337,14 @@ def test_generate_refuses_bad_input(tmp_path, tiny_generator):
              str(tmp_path / 'fresh')])
     torch.save(
         {
-            'state_dict': {
+            'state_dict': {  # an mmaddp classifier: an encoder, but no decoder
                 'backbone.cls_token': torch.zeros(1, 1, 32),
+                'backbone.patch_embed.proj.weight': torch.zeros(32, 3, 4, 4),
+                'backbone.blocks.0.attn.qkv.weight': torch.zeros(96, 32),
                 'head.fc.weight': torch.zeros(2, 32)
             }
-        }, tmp_path / 'cls.pth')
+        },
+        tmp_path / 'cls.pth')
     with pytest.raises(ValueError, match='lacks trained ADDP weights'):
         generate.main(
             [tiny_generator['nodata'],

@@ -87,13 +87,14 @@ def test_predictor_alone_samples_mage_style(model):
     # the predictor reads ids, not ADDP's pixels: its draws differ from ADDP's
     assert not torch.equal(ids, addp_trace[-1]['ids'])
 
-    predictor.tokenizer = model.tokenizer  # as tools/generate.py --sampler predictor builds it
+    # as tools/generate.py --sampler predictor builds it: the tokenizer held beside it
+    predictor.hold_frozen(tokenizer=model.tokenizer)
     try:
         a = predictor.generate(3, steps=steps, seeds=[5, 6, 7])
         b = predictor.generate(2, steps=steps, seeds=[6, 7])
         got_ids = predictor.generate(3, steps=steps, seeds=[5, 6, 7], return_ids=True)
     finally:
-        predictor.tokenizer = None
+        predictor.frozen_parts.pop('tokenizer')
     torch.testing.assert_close(a[1:], b)  # a sample does not depend on its batch mates
     expect = model.tokenizer.decode_ids(got_ids.view(3, 4, 4)).float().clamp(0, 1)
     torch.testing.assert_close(a, expect)

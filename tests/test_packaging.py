@@ -74,9 +74,9 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path, tiny_cls_root)
               'model = MODELS.build(cfg.model)\n'
               'model.init_weights()\n'
               'torch.save({"state_dict": model.state_dict()}, "cls.pth")\n'
-              'print(mmaddp.__file__)\n'
-              'print(sum(p.numel() for p in model.parameters()))\n')
-    out = _run([python, '-c', script], cwd=outside).stdout.split()
+              'print("RESULT", mmaddp.__file__, sum(p.numel() for p in model.parameters()))\n')
+    lines = _run([python, '-c', script], cwd=outside).stdout.splitlines()
+    out = next(ln for ln in lines if ln.startswith('RESULT ')).split()[1:]
     assert out[0].startswith(venv_site), f'mmaddp imported from {out[0]}, not the wheel'
     assert int(out[1]) > 10000
 

@@ -195,7 +195,7 @@ def classifier_state(state: StateDict) -> StateDict:
 
 #: what each reader accepts, and how it maps the file
 FILTERS = dict(
-    addp=(('addp', ), addp_state),
+    addp=(('addp', 'encoder'), addp_state),  # an encoder alone: the decoder is missing
     token_predictor=(('token_predictor', 'addp'), token_predictor_state),
     tokenizer=(('tokenizer', 'addp', 'token_predictor'), tokenizer_state),
     encoder=(('addp', 'release_classifier', 'encoder'), encoder_state),

@@ -1,4 +1,5 @@
 """ADDP pretraining: the alternating denoising process as an MMEngine model."""
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -11,6 +12,9 @@ from ..diffusion import (MaskRatioSchedule, corrupt, eval_mode, fully_masked_pix
                          make_generators, mix_code_vectors, sample_ids)
 from ..layers import FrozenPartsMixin
 from ..utils.data_preprocessor import IMAGENET_MEAN_255, IMAGENET_STD_255, UNIT_RANGE_PREPROCESSOR
+
+#: see ``ADDP``'s ``frozen_precision``
+FROZEN_PRECISIONS = ('autocast', 'fp32', 'bf16', 'auto')
 
 
 @MODELS.register_module()
@@ -37,12 +41,18 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
         token_predictor (dict): a ``TokenPredictor`` config (with ``checkpoint``).
         mask_schedule (dict, optional): ``MaskRatioSchedule`` arguments.
             Defaults to None (the release's schedule).
-        frozen_precision (str): how the frozen parts compute: ``'fp32'``,
-            ``'bf16'`` (weights in bf16, the tokenizer's convolutions
-            channels-last, its nearest-code search fp32) or ``'auto'`` (bf16
-            where the device has bf16 arithmetic: a CUDA GPU that supports
-            it, a CPU reporting ``avx512_bf16`` / ``amx_bf16``; decided again
-            when the model moves). Defaults to ``'fp32'``.
+        frozen_precision (str): how the frozen parts compute.
+            ``'autocast'``: as the surrounding autocast says (an AMP /
+            ``CPUBf16OptimWrapper`` runs their convolutions and matmuls in
+            bf16). ``'fp32'``: fp32 whatever the autocast, the tokenizer
+            channels-last. ``'bf16'``: the tokenizer's encoder fp32
+            channels-last (its ids are the fp32 ids), its decoder and the
+            token predictor in bf16 (the decoder channels-last); the
+            nearest-code search is fp32 in every mode. ``'auto'``: ``'bf16'``
+            where the device has bf16 arithmetic (a CUDA GPU that supports
+            it, a CPU reporting ``avx512_bf16`` / ``amx_bf16``), else
+            ``'fp32'``; decided again when the model moves. Defaults to
+            ``'autocast'``. Measurements: ``benchmarks/results/pretrain_step.md``.
         checkpoint (str, optional): a released ``addp-vit-*-16.pth`` or an
             mmaddp ADDP checkpoint to start from. Defaults to None.
         data_preprocessor (dict, optional): Defaults to None (uint8 BGR ->
@@ -57,7 +67,7 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
                  tokenizer: dict,
                  token_predictor: dict,
                  mask_schedule: Optional[dict] = None,
-                 frozen_precision: str = 'fp32',
+                 frozen_precision: str = 'autocast',
                  checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
@@ -85,8 +95,8 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
             raise ValueError(f'backbone patch_size {self.backbone.patch_size} must equal the '
                              f'tokenizer downsampling {self.tokenizer.downsample_factor}')
         self._checkpoint = checkpoint
-        if frozen_precision not in ('fp32', 'bf16', 'auto'):
-            raise ValueError(f"frozen_precision must be 'fp32', 'bf16' or 'auto', got "
+        if frozen_precision not in FROZEN_PRECISIONS:
+            raise ValueError(f'frozen_precision must be one of {FROZEN_PRECISIONS}, got '
                              f'{frozen_precision!r}')
         self.frozen_precision = frozen_precision
         self._set_frozen_format()
@@ -108,21 +118,31 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
 
     def _set_frozen_format(self):
         """Put the frozen parts in the format ``frozen_precision`` asks for on
-        the model's current device (``'fp32'`` leaves them as moved)."""
-        if self.frozen_precision == 'fp32':
+        the model's current device (``'autocast'`` leaves them as moved)."""
+        if self.frozen_precision == 'autocast':
+            self._frozen_mode = 'autocast'
             return
-        bf16 = self.frozen_precision == 'bf16'
-        if self.frozen_precision == 'auto':
+        mode = self.frozen_precision
+        if mode == 'auto':
             device = self.pixel_mean.device
+            fast = False
             if device.type == 'cuda':
-                bf16 = torch.cuda.is_bf16_supported()
+                fast = torch.cuda.is_bf16_supported()
             elif device.type == 'cpu':
                 from mmaddp.engine.optimizers.cpu_bf16_optim_wrapper import cpu_has_fast_bf16
-                bf16 = cpu_has_fast_bf16()
-        if bf16 or getattr(self.tokenizer, '_io_format', None) is not None:
-            dtype = torch.bfloat16 if bf16 else torch.float32
-            self.tokenizer.set_inference_format(dtype, channels_last=bf16)
-            self.token_predictor.to(dtype)
+                fast = cpu_has_fast_bf16()
+            mode = 'bf16' if fast else 'fp32'
+        low = torch.bfloat16 if mode == 'bf16' else torch.float32
+        self.tokenizer.set_inference_format(low, channels_last=True, encoder_dtype=torch.float32)
+        self.token_predictor.to(low)
+        self._frozen_mode = mode
+
+    def frozen_context(self):
+        """Where the frozen parts run: no autocast unless ``frozen_precision``
+        is ``'autocast'`` (their own dtypes decide)."""
+        if getattr(self, '_frozen_mode', 'autocast') == 'autocast':
+            return nullcontext()
+        return torch.autocast(self.pixel_mean.device.type, enabled=False)
 
     # ----------------------------------------------------------------- init
     def init_weights(self):
@@ -167,7 +187,8 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
     def corrupt(self, images: torch.Tensor, mask_t: torch.Tensor, mask_next: torch.Tensor):
         """The forward process with this model's frozen parts (see
         :func:`mmaddp.models.diffusion.corrupt`): ids z0, pixels x_t, q_t."""
-        return corrupt(self.tokenizer, self.token_predictor, images, mask_t, mask_next)
+        with self.frozen_context():
+            return corrupt(self.tokenizer, self.token_predictor, images, mask_t, mask_next)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """Clamp to [0, 1] and normalise with ImageNet mean / std."""
@@ -212,8 +233,9 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
         no dataset image is involved."""
         cache = getattr(self, '_start_pixels_cache', None)
         if cache is None:
-            cache = fully_masked_pixels(self.tokenizer, self.token_predictor, self.neck.num_tokens,
-                                        self.pixel_mean.device)
+            with self.frozen_context():
+                cache = fully_masked_pixels(self.tokenizer, self.token_predictor,
+                                            self.neck.num_tokens, self.pixel_mean.device)
             self._start_pixels_cache = cache
         return cache
 
@@ -228,7 +250,8 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
                  seed: Optional[int] = None,
                  generator: Union[torch.Generator, Sequence[torch.Generator], None] = None,
                  return_trace: bool = False,
-                 seeds: Optional[Sequence[int]] = None):
+                 seeds: Optional[Sequence[int]] = None,
+                 bf16: Optional[bool] = None):
         """Unconditional generation by alternating decode and predict.
 
         Starts from :meth:`start_pixels`; each step runs encoder + decoder on
@@ -242,12 +265,17 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
         only from its own generator, so it does not depend on which other
         samples share its batch (``tools/generate.py`` shards this way).
 
+        Precision: encoder + decoder run under bf16 autocast when ``bf16``
+        is True; ``None`` (the default) means on CUDA only. (The frozen parts
+        follow ``frozen_precision``.)
+
         Returns:
             Tensor: images B x 3 x H x W in [0, 1] (and, with
             ``return_trace``, a list of per-step dicts with ``ids`` and
             ``mask``, both B x L, after the step).
         """
         device = self.pixel_mean.device
+        bf16 = device.type == 'cuda' if bf16 is None else bf16
         generator = make_generators(num_samples, device, seed, generator, seeds)
         length, codes = self.neck.num_tokens, self.num_codes
         side = int(round(length**0.5))
@@ -255,7 +283,7 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
         trace = []
 
         def predict(ids, masked):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda'):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = self.decode_logits(state['pixels'], ids, masked)[..., :codes]
             return logits.float().softmax(-1)
 

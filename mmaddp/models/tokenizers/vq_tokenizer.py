@@ -276,42 +276,49 @@ class VQTokenizer(BaseModel):
     # ---------------------------------------------------------------- API
     def set_inference_format(self,
                              dtype: torch.dtype = torch.float32,
-                             channels_last: bool = False) -> None:
-        """Hold the frozen encoder and decoder in ``dtype`` and memory format.
+                             channels_last: bool = False,
+                             encoder_dtype: Optional[torch.dtype] = None) -> None:
+        """Hold the frozen decoder (and encoder) in ``dtype`` and memory format.
 
-        bf16 weights in channels-last order run the convolutions at several
-        times fp32's speed on CPUs with bf16 arithmetic (see
+        Channels-last weights run the convolutions faster on CPU, bf16 ones
+        faster still where the CPU has bf16 arithmetic (see
         ``benchmarks/results/pretrain_step.md``); inputs are converted on the
         way in. The codebook stays fp32 and the nearest-code search runs in
-        fp32 whatever the features' dtype, so ids differ from the fp32 path's
-        only where bf16 features move a distance tie.
+        fp32 whatever the features' dtype; an encoder in bf16 still moves
+        some ids (2.2 % of the positions of the demo's val images with the
+        test suite's tokenizer), so ``encoder_dtype=torch.float32`` keeps
+        the ids exact.
 
         Args:
-            dtype (torch.dtype): Defaults to torch.float32 (as built).
+            dtype (torch.dtype): the decoder's. Defaults to torch.float32.
             channels_last (bool): Defaults to False.
+            encoder_dtype (torch.dtype, optional): Defaults to ``dtype``.
         """
         if not self.frozen:
             raise RuntimeError('set_inference_format is for a frozen tokenizer; a trained one '
                                'keeps fp32 weights (use an autocast optimizer wrapper)')
+        encoder_dtype = dtype if encoder_dtype is None else encoder_dtype
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        for part in (self.encoder, self.decoder):
-            part.to(dtype=dtype, memory_format=fmt)
-        self._io_format = None if (dtype == torch.float32 and not channels_last) else (dtype, fmt)
+        self._io_formats = {}
+        for name, part_dtype in (('encoder', encoder_dtype), ('decoder', dtype)):
+            getattr(self, name).to(dtype=part_dtype, memory_format=fmt)
+            if part_dtype != torch.float32 or channels_last:
+                self._io_formats[name] = (part_dtype, fmt)
 
-    def _to_io_format(self, x: torch.Tensor) -> torch.Tensor:
-        fmt = getattr(self, '_io_format', None)
+    def _to_io_format(self, part: str, x: torch.Tensor) -> torch.Tensor:
+        fmt = getattr(self, '_io_formats', {}).get(part)
         return x if fmt is None else x.to(fmt[0]).contiguous(memory_format=fmt[1])
 
     def encode(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Images B x 3 x H x W in [0, 1] -> (ids B x h x w, code vectors
         B x C x h x w)."""
-        quant, ids = self.quantize(self.encoder(self._to_io_format(images)))
+        quant, ids = self.quantize(self.encoder(self._to_io_format('encoder', images)))
         return ids, quant
 
     def decode(self, vectors: torch.Tensor) -> torch.Tensor:
         """Code vectors B x C x h x w -> images B x 3 x H x W (in [0, 1] scale,
-        not clamped; in the inference format's dtype)."""
-        return self.decoder(self._to_io_format(vectors))
+        not clamped; in the decoder's dtype)."""
+        return self.decoder(self._to_io_format('decoder', vectors))
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Ids B x h x w -> code vectors B x C x h x w."""

@@ -1,0 +1,93 @@
+"""What the benchmarks share: the ViT-B ADDP they time, the machine they ran
+on (CPU flags included) and the GEMM peak it reaches, measured in the run."""
+import os
+import platform
+import time
+
+
+def build_addp_b(device, frozen_precision='fp32', dropout=False):
+    """ADDP-B at the released sizes (ViT-B/16 encoder, 8-block decoder, MAGE
+    ViT-B predictor, VQGAN tokenizer) with random weights, seed 0."""
+    import torch
+
+    import mmaddp  # noqa: F401
+    from mmaddp.registry import MODELS
+    drop = 0.1 if dropout else 0.0
+    torch.manual_seed(0)
+    model = MODELS.build(
+        dict(
+            type='ADDP',
+            backbone=dict(
+                type='ADDPViT',
+                arch='b',
+                img_size=256,
+                patch_size=16,
+                out_type='raw',
+                pre_norm=True,
+                drop_rate=drop,
+                attn_drop_rate=drop),
+            neck=dict(
+                type='TokenDecoder',
+                in_channels=768,
+                embed_dims=768,
+                depth=8,
+                num_heads=16,
+                mlp_ratio=4.0,
+                num_tokens=256,
+                vocab_size=2025,
+                drop_rate=drop),
+            head=dict(type='DenoisingHead', label_smoothing=0.1),
+            tokenizer=dict(type='VQTokenizer'),
+            token_predictor=dict(type='TokenPredictor', arch='b', drop_rate=drop),
+            frozen_precision=frozen_precision))
+    model.init_weights()
+    return model.to(device)
+
+
+def has_fast_bf16(device) -> bool:
+    """bf16 arithmetic in hardware: the CPU's flags, or the GPU's support."""
+    import torch
+    if device == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    from mmaddp.engine.optimizers import cpu_has_fast_bf16
+    return cpu_has_fast_bf16()
+
+
+def machine(device) -> str:
+    """The device, torch version and, on CPU, the flags that decide kernels."""
+    import torch
+    if device == 'cuda':
+        return f'{torch.cuda.get_device_name(0)}, torch {torch.__version__}'
+    from mmaddp.engine.optimizers import cpu_flags
+    cpu = platform.processor() or 'unknown CPU'
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    wanted = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'avx512_vnni')
+    flags = [f for f in wanted if f in cpu_flags()]
+    text = ' '.join(flags) if flags else 'none of ' + ' '.join(wanted)
+    return (f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__} '
+            f'({torch.get_num_threads()} threads); CPU flags: {text}')
+
+
+def gemm_peak(device, size=2048, repeats=5) -> dict:
+    """GFLOP/s of a size x size matrix product in fp32 and bf16 (best of
+    ``repeats``), the ceiling the step's matmuls run against."""
+    import torch
+    out = {}
+    for name, dtype in (('fp32', torch.float32), ('bf16', torch.bfloat16)):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        best = float('inf')
+        for _ in range(repeats + 1):
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            a @ b
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+        out[name] = 2 * size**3 / best / 1e9
+    return out
