@@ -5,7 +5,7 @@ import platform
 import time
 
 
-def build_addp_b(device, frozen_precision='fp32', dropout=False):
+def build_addp_b(device, frozen_precision='autocast', dropout=False):
     """ADDP-B at the released sizes (ViT-B/16 encoder, 8-block decoder, MAGE
     ViT-B predictor, VQGAN tokenizer) with random weights, seed 0."""
     import torch
@@ -73,11 +73,14 @@ def machine(device) -> str:
 
 
 def gemm_peak(device, size=2048, repeats=5) -> dict:
-    """GFLOP/s of a size x size matrix product in fp32 and bf16 (best of
-    ``repeats``), the ceiling the step's matmuls run against."""
+    """GFLOP/s of a size x size matrix product in fp32 and, where the device
+    has bf16 arithmetic, bf16 (best of ``repeats``; emulated bf16 runs at ~1
+    GFLOP/s and is reported as None)."""
     import torch
-    out = {}
-    for name, dtype in (('fp32', torch.float32), ('bf16', torch.bfloat16)):
+    out = dict(bf16=None)
+    kinds = [('fp32', torch.float32)
+             ] + ([('bf16', torch.bfloat16)] if has_fast_bf16(device) else [])
+    for name, dtype in kinds:
         a = torch.randn(size, size, device=device, dtype=dtype)
         b = torch.randn(size, size, device=device, dtype=dtype)
         best = float('inf')

@@ -11,6 +11,8 @@ in for the authors' release.
   predictor + VQGAN decode) on every call.
 * ``fp32``: ``ADDP.generate`` as shipped (SDPA where faster, the start image
   cached), fp32.
+* ``fp32_frozen``: the same with ``frozen_precision='fp32'`` (the VQGAN
+  channels-last).
 * ``bf16``: ``ADDP.generate(bf16=True)`` with ``frozen_precision='bf16'``
   (frozen parts in bf16, the VQGAN channels-last, nearest-code search fp32).
   Skipped where the device has no bf16 arithmetic.
@@ -39,6 +41,8 @@ sys.path.insert(0, HERE)
 from common import build_addp_b, gemm_peak, has_fast_bf16, machine  # noqa: E402
 
 SEED = 0
+#: frozen_precision of each variant (default: as shipped, 'autocast')
+FROZEN = dict(fp32_frozen='fp32', bf16='bf16')
 
 
 def straightforward_generate(model, num_samples, steps, seed):
@@ -79,7 +83,7 @@ def straightforward_generate(model, num_samples, steps, seed):
 
 def run_variant(variant, device, batch, steps, repeats, warmup, dump):
     import torch
-    model = build_addp_b(device, 'bf16' if variant == 'bf16' else 'fp32').eval()
+    model = build_addp_b(device, FROZEN.get(variant, 'autocast')).eval()
     if variant == 'release':
 
         def sample():
@@ -164,7 +168,7 @@ def main():
     peak = gemm_peak(device)
     rows, dumps = [], {}
     tmp = tempfile.mkdtemp(prefix='addp_generate_')
-    for variant in ('release', 'fp32', 'bf16'):
+    for variant in ('release', 'fp32', 'fp32_frozen', 'bf16'):
         if variant == 'bf16' and not bf16:
             continue
         dumps[variant] = osp.join(tmp, variant + '.pt')
@@ -181,6 +185,8 @@ def main():
     dumped = {v: torch.load(path) for v, path in dumps.items()}
     shutil.rmtree(tmp, ignore_errors=True)
     base = rows[0]
+    bf16_peak = ('not measured (no bf16 arithmetic)'
+                 if peak['bf16'] is None else f"{peak['bf16']:.0f} GFLOP/s")
     mem = 'peak GPU memory (GiB)' if device == 'cuda' else 'peak RSS (GiB)'
     flags = f'--device {device} --batch-size {batch} --steps {args.steps} --repeats {repeats} ' \
             f'--warmup {warmup}'
@@ -190,7 +196,7 @@ def main():
         f'predictor and VQGAN at released sizes, random weights), batch {batch}, {repeats} timed '
         f'call(s) after {warmup} warm-up; load average before the run '
         f'{os.getloadavg()[0]:.2f}. GEMM peak in the same run (2048^2): fp32 '
-        f'{peak["fp32"]:.0f} GFLOP/s, bf16 {peak["bf16"]:.0f} GFLOP/s.\n',
+        f'{peak["fp32"]:.0f} GFLOP/s, bf16 {bf16_peak}.\n',
         f'Command: `python benchmarks/generate.py {flags}`\n',
         f'| variant | images/s | s per batch (mean / min) | s per step | vs release | {mem} '
         '| final ids equal to the release stand-in\'s |',
