@@ -133,7 +133,7 @@ def build_generator(cfg, checkpoint: str, device) -> torch.nn.Module:
         if isinstance(model_cfg.get(p), dict) and not model_cfg[p].get('checkpoint')
     ]
     if unset:  # then the checkpoint has to carry them
-        state = read_state_dict(checkpoint, 'addp')
+        state = read_state_dict(checkpoint, 'addp', mmap=True)  # only its keys are looked at
         prefixes = dict(tokenizer=('tokenizer.', ), token_predictor=('token_predictor.', ))
         lacking = [p for p in unset if not any(k.startswith(prefixes[p]) for k in state)]
         if lacking:

@@ -11,7 +11,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401
-from mmaddp.checkpoint import load_state_into, read_state_dict, recognise_layout
+from mmaddp.checkpoint import filter_state_dict, load_state_into, read_state_dict, recognise_layout
 from mmaddp.utils import load_tool_config, prepare_launch, save_test_metrics
 
 
@@ -62,7 +62,8 @@ def main():
     state = read_state_dict(args.checkpoint, mmap=True)  # mapped: cheap to look at
     release_state = None
     if recognise_layout(state) == 'release_classifier':
-        release_state = read_state_dict(args.checkpoint, 'release_classifier')
+        release_state = filter_state_dict(state, 'release_classifier',
+                                          f'Checkpoint {args.checkpoint}')
     cfg.load_from = None if release_state is not None else args.checkpoint
     if args.out is not None:
         dump = dict(type='DumpResults', out_file_path=args.out)  # mmengine's metric
