@@ -6,15 +6,19 @@ the mmpretrain scope (like MAE); backbones, necks and engine pieces that dense
 tasks need are registered in every scope that uses them, so that
 ``custom_imports=dict(imports=['mmaddp'])`` is all a config needs.
 """
+from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET_OPTIM_WRAPPER_CONSTRUCTORS
 from mmdet.registry import OPTIM_WRAPPERS as MMDET_OPTIM_WRAPPERS
+from mmdet.registry import TRANSFORMS as MMDET_TRANSFORMS
 from mmengine.registry import MODEL_WRAPPERS
 from mmpretrain.registry import (BATCH_AUGMENTS, DATASETS, HOOKS, METRICS, MODELS,
                                  OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, TRANSFORMS)
+from mmseg.registry import HOOKS as MMSEG_HOOKS
 from mmseg.registry import MODELS as MMSEG_MODELS
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_OPTIM_WRAPPER_CONSTRUCTORS
 from mmseg.registry import OPTIM_WRAPPERS as MMSEG_OPTIM_WRAPPERS
+from mmseg.registry import TRANSFORMS as MMSEG_TRANSFORMS
 
 #: model registries of the scopes a backbone is usable from
 ALL_SCOPE_MODELS = (MODELS, MMDET_MODELS, MMSEG_MODELS)
@@ -22,6 +26,8 @@ ALL_SCOPE_OPTIM_WRAPPER_CONSTRUCTORS = (OPTIM_WRAPPER_CONSTRUCTORS,
                                         MMDET_OPTIM_WRAPPER_CONSTRUCTORS,
                                         MMSEG_OPTIM_WRAPPER_CONSTRUCTORS)
 ALL_SCOPE_OPTIM_WRAPPERS = (OPTIM_WRAPPERS, MMDET_OPTIM_WRAPPERS, MMSEG_OPTIM_WRAPPERS)
+ALL_SCOPE_HOOKS = (HOOKS, MMDET_HOOKS, MMSEG_HOOKS)
+ALL_SCOPE_TRANSFORMS = (TRANSFORMS, MMDET_TRANSFORMS, MMSEG_TRANSFORMS)
 
 
 def _register_everywhere(registries, name=None):
@@ -54,8 +60,19 @@ def register_optim_wrapper(name=None):
     return _register_everywhere(ALL_SCOPE_OPTIM_WRAPPERS, name)
 
 
+def register_hook(name=None):
+    """Register a hook in all three scopes (training runs in any of them)."""
+    return _register_everywhere(ALL_SCOPE_HOOKS, name)
+
+
+def register_transform(name=None):
+    """Register a data transform in all three scopes."""
+    return _register_everywhere(ALL_SCOPE_TRANSFORMS, name)
+
+
 __all__ = [
     'MODELS', 'MMDET_MODELS', 'MMSEG_MODELS', 'MODEL_WRAPPERS', 'BATCH_AUGMENTS', 'DATASETS',
     'HOOKS', 'METRICS', 'TRANSFORMS', 'register_backbone', 'register_neck',
-    'register_optim_wrapper', 'register_optim_wrapper_constructor'
+    'register_optim_wrapper', 'register_optim_wrapper_constructor', 'register_hook',
+    'register_transform'
 ]

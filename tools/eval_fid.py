@@ -18,6 +18,7 @@ import os.path as osp
 import mmaddp  # noqa: F401
 from mmaddp.evaluation.generation_metrics import (ClassifierFeatureNet, InceptionFeatureNet,
                                                   list_image_files)
+from mmaddp.utils import exit_on_bad_input
 
 
 def parse_args(argv=None):
@@ -88,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    exit_on_bad_input(main)

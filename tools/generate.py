@@ -28,9 +28,9 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
 import mmaddp  # noqa: F401
-from mmaddp.checkpoint import read_state_dict
+from mmaddp.checkpoint import load_checkpoint_file, read_state_dict
 from mmaddp.registry import MODELS
-from mmaddp.utils import load_tool_config, prepare_launch
+from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_launch
 from mmaddp.utils.generation import (SAMPLE_NAME, check_output_dir, generate_indexed,
                                      list_sample_files, shard_indices)
 
@@ -114,8 +114,7 @@ def build_generator(cfg, checkpoint: str, device) -> torch.nn.Module:
     checkpoint misses trained weights, or when a frozen part (tokenizer,
     token predictor) has weights neither in the config nor in the checkpoint.
     """
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'Checkpoint file not found: {checkpoint}')
+    load_checkpoint_file(checkpoint, mmap=True)  # a missing or unreadable file, before anything
     model_cfg = cfg.get('model', None)
     if not model_cfg:
         raise ValueError(f'Config {cfg.filename} has no model')
@@ -264,4 +263,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    exit_on_bad_input(main)

@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401
 from mmaddp.checkpoint import filter_state_dict, load_state_into, read_state_dict, recognise_layout
-from mmaddp.utils import load_tool_config, prepare_launch, save_test_metrics
+from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_launch, save_test_metrics
 
 
 def parse_args():
@@ -51,6 +51,34 @@ def load_release_classifier(runner, state, path):
                          "out_type='avg_featmap', pre_norm=False, final_norm=False)")
 
 
+def check_checkpoint_fits(cfg, state, path) -> None:
+    """Refuse, before anything is built or written, a checkpoint that is
+    not of the config's model: the runner would load it non-strictly, warn,
+    and evaluate a half-initialised model. Every tensor the model has (its
+    data preprocessor's constants aside) must be in the file, at the same
+    shape."""
+    from mmengine.registry import MODELS, DefaultScope
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(cfg.model)
+    own = {
+        k: v.shape
+        for k, v in model.state_dict().items() if not k.startswith('data_preprocessor.')
+    }
+    missing = [k for k in own if k not in state]
+    kind = recognise_layout(state) or 'an unrecognised layout'
+    if missing:
+        raise ValueError(f'Checkpoint {path} is not a checkpoint of this config\'s '
+                         f'{type(model).__name__}: {len(missing)} of its {len(own)} tensors are '
+                         f'missing (e.g. {missing[:3]}); the file looks like {kind}')
+    wrong = [
+        f'{k}: {tuple(state[k].shape)} vs {tuple(own[k])}' for k in own
+        if tuple(state[k].shape) != tuple(own[k])
+    ]
+    if wrong:
+        raise ValueError(f'Checkpoint {path} does not fit this config\'s {type(model).__name__} '
+                         f'(another width or size?): {wrong[:3]}')
+
+
 def main():
     args = parse_args()
     if not osp.isfile(args.checkpoint):
@@ -64,6 +92,8 @@ def main():
     if recognise_layout(state) == 'release_classifier':
         release_state = filter_state_dict(state, 'release_classifier',
                                           f'Checkpoint {args.checkpoint}')
+    else:
+        check_checkpoint_fits(cfg, state, args.checkpoint)
     cfg.load_from = None if release_state is not None else args.checkpoint
     if args.out is not None:
         dump = dict(type='DumpResults', out_file_path=args.out)  # mmengine's metric
@@ -84,4 +114,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    exit_on_bad_input(main)

@@ -5,7 +5,6 @@ its models are registered in all three scopes.
 """
 import argparse
 import os
-import os.path as osp
 
 import torch
 from mmengine.config import DictAction
@@ -13,8 +12,10 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner, find_latest_checkpoint
 
 import mmaddp  # noqa: F401  (registers models, allow-lists checkpoint classes)
+from mmaddp.checkpoint import (check_runner_checkpoint, load_checkpoint_file,
+                               newest_readable_checkpoint)
 from mmaddp.engine.optimizers import cpu_has_fast_bf16
-from mmaddp.utils import load_tool_config, prepare_launch, save_test_metrics
+from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_launch, save_test_metrics
 
 
 def parse_args():
@@ -80,6 +81,25 @@ def select_amp_wrapper(cfg) -> None:
     print('--amp: CPUBf16OptimWrapper (bf16 autocast on this CPU)', flush=True)
 
 
+def choose_resume_checkpoint(cfg) -> None:
+    """``--resume`` without a path: the newest readable runner checkpoint
+    of the work dir (saying which newer ones were skipped and why); a fresh
+    start when the work dir has none; an error when it has some but none
+    loads (a fresh start would overwrite them)."""
+    path, skipped = newest_readable_checkpoint(cfg.work_dir)
+    for line in skipped:
+        print(f'--resume: {line}', flush=True)
+    if path is None and skipped:
+        raise ValueError(f'--resume: no readable checkpoint in {cfg.work_dir} '
+                         f'({len(skipped)} tried, see above)')
+    if path is None:
+        print(f'--resume: no checkpoint in {cfg.work_dir}; starting from scratch', flush=True)
+        cfg.resume, cfg.load_from = False, None
+        return
+    print(f'--resume: resuming from {path}', flush=True)
+    cfg.resume, cfg.load_from = True, path
+
+
 def main():
     args = parse_args()
     cfg = load_tool_config(args)
@@ -88,13 +108,13 @@ def main():
         select_amp_wrapper(cfg)
 
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        choose_resume_checkpoint(cfg)
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise FileNotFoundError(f'Checkpoint to resume from not found: {args.resume}')
+        check_runner_checkpoint(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
+    elif cfg.get('load_from'):
+        load_checkpoint_file(cfg.load_from, mmap=True)  # one line naming a bad file, up front
 
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
@@ -115,4 +135,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    exit_on_bad_input(main)

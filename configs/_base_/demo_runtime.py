@@ -5,6 +5,9 @@ custom_imports = dict(imports=['mmaddp'], allow_failed_imports=False)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     checkpoint=dict(
-        type='CheckpointHook', interval=400, by_epoch=False, max_keep_ckpts=1, save_last=True))
+        type='AtomicCheckpointHook', interval=400, by_epoch=False, max_keep_ckpts=2,
+        save_last=True))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
+# stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]

@@ -44,7 +44,7 @@ model = dict(
         num_grid=100, low=0.5, high=1.0, mean=0.55, std=0.25, min_offset=1, max_offset=5))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(
         type='RandomResizedCrop',
         scale=256,
@@ -93,7 +93,9 @@ param_scheduler = [
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
-    checkpoint=dict(type='CheckpointHook', interval=20, max_keep_ckpts=3))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=20, max_keep_ckpts=3))
 randomness = dict(seed=0, diff_rank_seed=True)
 # lr above is for 4096 images per step; other totals rescale linearly
 auto_scale_lr = dict(enable=True, base_batch_size=4096)
+# stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]

@@ -77,5 +77,7 @@ train_cfg = dict(max_epochs=max_epochs)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2, save_best='auto'))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=2, save_best='auto'))
 randomness = dict(seed=0, diff_rank_seed=True)
+# stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]

@@ -41,7 +41,7 @@ data_preprocessor = dict(
 # the bundled images are 32 px already: decode once per worker and pack
 train_pipeline = [dict(type='CachedLoadImageFromFile'), dict(type='PackInputs')]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(type='Resize', scale=(img_size, img_size), backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]

@@ -53,7 +53,7 @@ model = dict(
 # large-scale jitter: random scale 0.1-2.0 of 1024, 1024 crop, pad to 1024
 backend_args = None
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='CheckedLoadImageFromFile', backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='RandomResize', scale=image_size, ratio_range=(0.1, 2.0), keep_ratio=True),
@@ -68,7 +68,7 @@ train_pipeline = [
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='CheckedLoadImageFromFile', backend_args=backend_args),
     dict(type='Resize', scale=image_size, keep_ratio=True),
     dict(type='Pad', size=image_size, pad_val=dict(img=(128, 128, 128))),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
@@ -117,6 +117,12 @@ param_scheduler = [
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=interval, save_last=True, max_keep_ckpts=3))
+        type='AtomicCheckpointHook',
+        by_epoch=False,
+        interval=interval,
+        save_last=True,
+        max_keep_ckpts=3))
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
 auto_scale_lr = dict(enable=False, base_batch_size=64)
+# stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]

@@ -77,13 +77,13 @@ model = dict(
 # the 128 px scenes read at 64 px (a 16 x 16 grid of 4 px patches)
 img_scale = (64, 64)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(
@@ -118,6 +118,9 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(
+        type='AtomicCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
+# stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]

@@ -78,3 +78,7 @@ train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+default_hooks = dict(
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=16000, max_keep_ckpts=3))
+# stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]

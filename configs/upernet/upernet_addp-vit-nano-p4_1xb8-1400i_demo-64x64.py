@@ -37,14 +37,14 @@ model = dict(
 
 # the scenes at 96 px (training: x0.8-1.25 of that, cropped to 96)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(type='LoadAnnotations'),
     dict(type='RandomResize', scale=(size, size), ratio_range=(0.8, 1.25), keep_ratio=True),
     dict(type='RandomCrop', crop_size=(size, size), cat_max_ratio=0.95),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(type='Resize', scale=(size, size), keep_ratio=True),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
@@ -70,6 +70,9 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(
+        type='AtomicCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
+# stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]

@@ -9,6 +9,8 @@ unless the class is allow-listed. MMEngine's runner checkpoints (``meta``,
 import argparse
 import os.path as osp
 import pickle
+import re
+import zipfile
 
 import numpy as np
 import torch
@@ -78,13 +80,18 @@ def load_checkpoint_file(path: str, map_location='cpu', mmap: bool = False):
                     raise
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(
-            f'Checkpoint {path} holds objects that are not allowed by '
-            f'torch.load(weights_only=True): {str(err).splitlines()[0]}. Re-save only its '
-            "tensors (e.g. torch.save({'model': ckpt['model']}, ...)).") from err
+        # torch's own text advises weights_only=False: never pass it on
+        found = re.search(r'GLOBAL ([\w.]+)', str(err))
+        if found is None or not zipfile.is_zipfile(path):
+            raise ValueError(f'Checkpoint {path} is not a readable torch file (corrupt or '
+                             'truncated?)') from None
+        raise ValueError(f'Checkpoint {path} holds a {found.group(1)} object, which loading with '
+                         "weights_only=True does not allow: re-save only its tensors (e.g. "
+                         "torch.save({'state_dict': ckpt['state_dict']}, ...))") from None
     except Exception as err:  # the unpickler raises many types on garbage
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f'Checkpoint {path} is not a readable torch file '
-                         f'(corrupt or truncated?): {err}') from err
+                         f'(corrupt or truncated?): {reason}') from err
 
 
 def load_state_into(module, state: dict, source: str):

@@ -3,7 +3,7 @@ from typing import Optional
 
 from mmcv.transforms import LoadImageFromFile
 
-from mmaddp.registry import TRANSFORMS
+from mmaddp.registry import TRANSFORMS, register_transform
 
 
 @TRANSFORMS.register_module()
@@ -54,3 +54,43 @@ class CachedLoadImageFromFile(LoadImageFromFile):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f', max_cache_mb={self.max_cache_bytes / 2**20:g})'
+
+
+@register_transform()
+class CheckedLoadImageFromFile(LoadImageFromFile):
+    """``LoadImageFromFile`` that names an unreadable image, or skips it.
+
+    mmcv's transform fails on a corrupt or truncated file with a bare
+    ``assert`` (or the decoder's own error), deep in a loader worker. Here the
+    failure is a ``ValueError`` that names the file; with ``skip_bad=True``
+    the transform returns ``None`` instead, so MMEngine's ``BaseDataset``
+    draws another sample, and logs each skipped file with the running count
+    of the process (each loader worker counts its own).
+
+    Args:
+        skip_bad (bool): skip unreadable files instead of stopping.
+            Defaults to False.
+        **kwargs: ``LoadImageFromFile``'s arguments.
+    """
+
+    def __init__(self, skip_bad: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.skip_bad = skip_bad
+        self.skipped = 0
+
+    def transform(self, results: dict) -> Optional[dict]:
+        path = results.get('img_path')
+        try:
+            out = super().transform(results)
+        except Exception as err:  # the decoders raise many types on bad bytes
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if not self.skip_bad:
+                raise ValueError(f'image {path} cannot be read (corrupt or truncated?): '
+                                 f'{reason}') from err
+            self.skipped += 1
+            from mmengine.logging import MMLogger
+            MMLogger.get_current_instance().warning(
+                f'skipped unreadable image {path} ({reason}); {self.skipped} skipped so far in '
+                'this process')
+            return None
+        return out

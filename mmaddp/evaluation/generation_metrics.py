@@ -136,8 +136,12 @@ class UInt8Images(Dataset):
         if self.images is not None:
             return self.images[index].cpu()
         from PIL import Image
-        with Image.open(self.files[index]) as img:
-            array = np.array(img.convert('RGB'))
+        try:
+            with Image.open(self.files[index]) as img:
+                array = np.array(img.convert('RGB'))
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors on bad bytes
+            raise ValueError(f'image {self.files[index]} cannot be read (corrupt or '
+                             f'truncated?): {err}') from err
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 

@@ -28,7 +28,7 @@ data_preprocessor = dict(
     mean=[123.675, 116.28, 103.53],
     std=[58.395, 57.12, 57.375],
     to_rgb=True)
-pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+pipeline = [dict(type='CheckedLoadImageFromFile'), dict(type='PackInputs')]
 train_dataloader = dict(
     batch_size=4,
     num_workers=0,

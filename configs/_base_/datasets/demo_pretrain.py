@@ -10,7 +10,7 @@ data_preprocessor = dict(
     type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.],
     to_rgb=True)  # images in [0, 1]
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(
         type='RandomResizedCrop',
         scale=img_size,
@@ -32,7 +32,7 @@ train_dataloader = dict(
         with_label=False,
         pipeline=train_pipeline))
 # unlabelled val split, for the tokenizer / token-predictor metrics
-val_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+val_pipeline = [dict(type='CheckedLoadImageFromFile'), dict(type='PackInputs')]
 val_dataloader = dict(
     batch_size=100,
     num_workers=2,

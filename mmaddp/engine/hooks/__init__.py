@@ -1,3 +1,9 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook, AtomicLocalBackend, write_atomically
 from .generation_eval_hook import GenerationEvalHook
+from .iteration_seed_hook import IterationSeedHook
+from .non_finite_loss_hook import NonFiniteLossError, NonFiniteLossHook
 
-__all__ = ['GenerationEvalHook']
+__all__ = [
+    'AtomicCheckpointHook', 'AtomicLocalBackend', 'GenerationEvalHook', 'IterationSeedHook',
+    'NonFiniteLossError', 'NonFiniteLossHook', 'write_atomically'
+]

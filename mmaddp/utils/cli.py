@@ -1,0 +1,30 @@
+"""How the tools end on bad input: one line on stderr, not a traceback."""
+import os
+import os.path as osp
+import sys
+from typing import Callable
+
+#: what the tools raise for input they refuse (a missing or unreadable file,
+#: a checkpoint of the wrong kind or width, an unknown config key, a
+#: non-finite loss: ``NonFiniteLossError`` is a ``FloatingPointError``)
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, FloatingPointError)
+
+
+def exit_on_bad_input(main: Callable[[], object]) -> None:
+    """Call ``main()``; on one of :data:`USER_ERRORS` print
+    ``TOOL: error: MESSAGE`` (the first line of the message) on stderr and
+    exit with status 1. ``MMADDP_TRACEBACK=1`` re-raises instead (the full
+    traceback, for debugging). Other exceptions propagate unchanged."""
+    try:
+        main()
+    except USER_ERRORS as err:
+        if os.environ.get('MMADDP_TRACEBACK') == '1':
+            raise
+        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        lines = text.strip().splitlines()
+        if lines and lines[0].startswith('Caught ') and 'Original Traceback' in text:
+            lines = lines[-1:]  # a data-loader worker's error: its own last line
+            lines[0] = lines[0].split(': ', 1)[-1]
+        line = lines[0] if lines else type(err).__name__
+        print(f'{osp.basename(sys.argv[0])}: error: {line}', file=sys.stderr, flush=True)
+        sys.exit(1)
