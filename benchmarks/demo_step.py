@@ -51,7 +51,9 @@ def run_variant(config, variant, steps, warmup):
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     batch = cfg.train_dataloader.batch_size
     size = cfg.model.backbone.img_size
     gen = torch.Generator().manual_seed(0)

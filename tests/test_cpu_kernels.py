@@ -193,7 +193,9 @@ def test_cpu_bf16_wrapper_trains_the_tiny_addp_config(monkeypatch):
     model.init_weights()
     model.train()
     cfg.optim_wrapper.enabled = True
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     assert isinstance(wrapper, CPUBf16OptimWrapper) and wrapper.bf16_enabled
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(8, 3, 32, 32, generator=gen)

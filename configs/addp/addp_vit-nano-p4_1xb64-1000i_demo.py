@@ -54,7 +54,10 @@ model = dict(
         num_classes=1,
         class_id=num_codes,
         num_tokens=64,
-        checkpoint=token_predictor_checkpoint))
+        checkpoint=token_predictor_checkpoint),
+    # where the CPU has bf16: predictor and tokenizer decoder in bf16, the
+    # tokenizer encoder fp32 so code ids stay exact (benchmarks/results/demo_step.md)
+    frozen_precision='auto')
 
 train_dataloader = dict(batch_size=64, num_workers=2)
 optim_wrapper = dict(
