@@ -342,3 +342,40 @@ def test_an_unreadable_training_image_is_named_or_skipped(tmp_path, tiny_cls_roo
         for name in os.listdir(tmp_path / 'work'):
             if name.endswith('.pth'):
                 assert load(tmp_path / 'work' / name)['meta']['iter'] < 8
+
+
+def test_coco_annotation_classes_must_be_the_configs(tmp_path, demo_root):
+    """A COCO file whose category names differ from the config's classes is
+    refused (mmdet would drop the unknown category silently); the bundled
+    file passes."""
+    import json
+
+    from mmdet.datasets import CocoDataset
+
+    from mmaddp.engine.hooks import check_dataset_classes
+    classes = tuple(str(i) for i in range(10))
+    src = osp.join(demo_root, 'coco', 'annotations', 'instances_val2017.json')
+    good = CocoDataset(
+        data_root=osp.join(demo_root, 'coco'),
+        ann_file=src,
+        metainfo=dict(classes=classes),
+        data_prefix=dict(img='val2017/'),
+        pipeline=[],
+        test_mode=True)
+    check_dataset_classes(good, 'val')
+    ann = json.load(open(src))
+    ann['categories'][3]['name'] = 'three'
+    renamed = tmp_path / 'renamed.json'
+    renamed.write_text(json.dumps(ann))
+    bad = CocoDataset(
+        data_root=osp.join(demo_root, 'coco'),
+        ann_file=str(renamed),
+        metainfo=dict(classes=classes),
+        data_prefix=dict(img='val2017/'),
+        pipeline=[],
+        test_mode=True)
+    with pytest.raises(
+            ValueError,
+            match=r"renamed.json has other classes than the config: not "
+            r"in the config \['three'\], not in the file \['3'\]"):
+        check_dataset_classes(bad, 'val')

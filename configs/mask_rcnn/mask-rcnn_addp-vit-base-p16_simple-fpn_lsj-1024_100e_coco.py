@@ -125,4 +125,8 @@ default_hooks = dict(
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
 auto_scale_lr = dict(enable=False, base_batch_size=64)
 # stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
-custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]
+custom_hooks = [
+    dict(type='NonFiniteLossHook'),
+    dict(type='IterationSeedHook'),
+    dict(type='DatasetClassesHook')  # annotation classes = the config's
+]

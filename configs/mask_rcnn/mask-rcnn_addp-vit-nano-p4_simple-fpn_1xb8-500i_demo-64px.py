@@ -123,4 +123,8 @@ default_hooks = dict(
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
 # stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
-custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]
+custom_hooks = [
+    dict(type='NonFiniteLossHook'),
+    dict(type='IterationSeedHook'),
+    dict(type='DatasetClassesHook')  # annotation classes = the config's
+]
