@@ -94,3 +94,14 @@ def gemm_peak(device, size=2048, repeats=5) -> dict:
             best = min(best, time.perf_counter() - start)
         out[name] = 2 * size**3 / best / 1e9
     return out
+
+
+def append_results(path: str, title: str, lines) -> None:
+    """Append a run's section (``lines``) to the results file ``path``,
+    starting a new file with the heading ``title``."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    new = not os.path.exists(path)
+    with open(path, 'a') as f:
+        if new:
+            f.write(f'# {title}\n')
+        f.write('\n'.join(lines) + '\n')

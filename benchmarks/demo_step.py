@@ -23,7 +23,7 @@ HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from common import has_fast_bf16, machine  # noqa: E402
+from common import append_results, has_fast_bf16, machine  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/addp/addp_vit-nano-p4_1xb64-1000i_demo.py'
 #: variant -> (autocast on, frozen_precision)
@@ -123,12 +123,7 @@ def main():
     for r in rows:
         lines.append(f"| {r['threads']} | {NAMES[r['variant']]} | {r['s_per_step']:.3f} | "
                      f"{base[r['threads']] / r['s_per_step']:.2f}x | {r['first_loss']:.4f} |")
-    os.makedirs(osp.dirname(args.out), exist_ok=True)
-    new = not osp.exists(args.out)
-    with open(args.out, 'a') as f:
-        if new:
-            f.write("# The demo's ADDP step: fp32 against bf16\n")
-        f.write('\n'.join(lines) + '\n')
+    append_results(args.out, "The demo's ADDP step: fp32 against bf16", lines)
 
 
 if __name__ == '__main__':

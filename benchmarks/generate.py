@@ -38,7 +38,7 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import build_addp_b, gemm_peak, has_fast_bf16, machine  # noqa: E402
+from common import append_results, build_addp_b, gemm_peak, has_fast_bf16, machine  # noqa: E402
 
 SEED = 0
 #: frozen_precision of each variant (default: as shipped, 'autocast')
@@ -211,12 +211,7 @@ def main():
                      f"{same} / {ref.numel()} |")
     if not bf16:
         lines.append('\nbf16 row skipped: the device reports no bf16 arithmetic.')
-    os.makedirs(osp.dirname(args.out), exist_ok=True)
-    new = not osp.exists(args.out)
-    with open(args.out, 'a') as f:
-        if new:
-            f.write('# ADDP unconditional generation: throughput and peak memory\n')
-        f.write('\n'.join(lines) + '\n')
+    append_results(args.out, 'ADDP unconditional generation: throughput and peak memory', lines)
     print('\n'.join(lines))
 
 

@@ -29,7 +29,6 @@ decide the kernels. Results are appended to ``benchmarks/results/pretrain_step.m
 """
 import argparse
 import json
-import os
 import os.path as osp
 import resource
 import subprocess
@@ -41,7 +40,7 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import build_addp_b, gemm_peak, has_fast_bf16, machine  # noqa: E402
+from common import append_results, build_addp_b, gemm_peak, has_fast_bf16, machine  # noqa: E402
 
 VARIANTS = ('release', 'fp32', 'fp32_frozen', 'fp32_fused', 'bf16', 'bf16_frozen')
 NAMES = dict(
@@ -198,12 +197,7 @@ def main():
                      f"{r['peak_gib']:.2f} | {r['first_loss']:.4f} |")
     if not bf16:
         lines.append('\nbf16 rows skipped: the device reports no bf16 arithmetic.')
-    os.makedirs(osp.dirname(args.out), exist_ok=True)
-    new = not osp.exists(args.out)
-    with open(args.out, 'a') as f:
-        if new:
-            f.write('# ADDP pretraining step: throughput and peak memory\n')
-        f.write('\n'.join(lines) + '\n')
+    append_results(args.out, 'ADDP pretraining step: throughput and peak memory', lines)
 
 
 if __name__ == '__main__':
