@@ -73,12 +73,44 @@ def run_and_kill(cmd, env, marker, timeout=300):
             raise AssertionError('ended before the stall point:\n' + proc.stdout.read()[-3000:])
         if time.time() - start > timeout:
             os.killpg(proc.pid, signal.SIGKILL)
+            kill_marked_processes(marker)
             raise AssertionError('never reached the stall point')
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
+    kill_marked_processes(marker)
+
+
+def marked_processes(marker):
+    """The live processes started with this stall marker in their environment."""
+    tag = f'MMADDP_STALL_MARKER={marker}'.encode()
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f'/proc/{entry}/environ', 'rb') as f:
+                environ = f.read().split(b'\0')
+            with open(f'/proc/{entry}/stat') as f:
+                zombie = f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+        except OSError:
+            continue
+        if tag in environ and not zombie:
+            found.append(int(entry))
+    return found
+
+
+def kill_marked_processes(marker):
+    """SIGKILL every process started with this stall marker: torchrun puts
+    its workers in sessions of their own, so killing the launcher's group
+    leaves them (and their loader workers) running."""
+    for pid in marked_processes(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def load(path):
@@ -118,6 +150,8 @@ def test_killed_run_resumes_bit_exactly(tmp_path, tiny_cls_root, reference, proc
     state and schedulers, bit for bit."""
     work, marker = tmp_path / 'work', tmp_path / 'stalled'
     run_and_kill(train_cmd(work, tiny_cls_root, procs), env_for(when, marker), marker)
+    time.sleep(0.5)
+    assert not marked_processes(marker), 'processes of the killed run are still alive'
     names = sorted(os.listdir(work))
     assert 'iter_6.pth' not in names and 'iter_4.pth' in names
     if when.startswith('save'):  # the kill left the temporary file, never the final name
