@@ -28,7 +28,7 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
 import mmaddp  # noqa: F401
-from mmaddp.checkpoint import load_checkpoint_file, read_state_dict
+from mmaddp.checkpoint import filter_state_dict, read_state_dict
 from mmaddp.registry import MODELS
 from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_launch
 from mmaddp.utils.generation import (SAMPLE_NAME, check_output_dir, generate_indexed,
@@ -114,7 +114,9 @@ def build_generator(cfg, checkpoint: str, device) -> torch.nn.Module:
     checkpoint misses trained weights, or when a frozen part (tokenizer,
     token predictor) has weights neither in the config nor in the checkpoint.
     """
-    load_checkpoint_file(checkpoint, mmap=True)  # a missing or unreadable file, before anything
+    # mapped, not read: refuses a missing or unreadable file before anything is
+    # built, and its keys serve the frozen-part check below
+    mapped = read_state_dict(checkpoint, mmap=True)
     model_cfg = cfg.get('model', None)
     if not model_cfg:
         raise ValueError(f'Config {cfg.filename} has no model')
@@ -132,7 +134,7 @@ def build_generator(cfg, checkpoint: str, device) -> torch.nn.Module:
         if isinstance(model_cfg.get(p), dict) and not model_cfg[p].get('checkpoint')
     ]
     if unset:  # then the checkpoint has to carry them
-        state = read_state_dict(checkpoint, 'addp', mmap=True)  # only its keys are looked at
+        state = filter_state_dict(mapped, 'addp', f'Checkpoint {checkpoint}')
         prefixes = dict(tokenizer=('tokenizer.', ), token_predictor=('token_predictor.', ))
         lacking = [p for p in unset if not any(k.startswith(prefixes[p]) for k in state)]
         if lacking:
