@@ -44,6 +44,8 @@ MAGE_UNUSED_PREFIXES = ('decoder_pred.', 'patch_embed.', 'vqgan.', 'tokenizer.',
                         'data_preprocessor.')
 #: release name -> ``ADDPViT`` name
 RELEASE_RENAMES = {'tokenizer_norm.': 'pre_norm.', 'fc_norm.': 'pooled_norm.'}
+#: ``ADDPViT`` name -> release name (the converters' way back)
+RELEASE_NAMES = {new: old for old, new in RELEASE_RENAMES.items()}
 #: keys of an ADDP model that are not the encoder's
 NON_ENCODER_PREFIXES = ('decoder_', 'mask_token', 'token_emb', 'mlm_layer', 'vqgan.',
                         'token_predictor.', 'pos_token_embed', 'pos_mask_embed', 'tokenizer.',
@@ -110,6 +112,14 @@ def rename_release_key(key: str) -> str:
     for old, new in RELEASE_RENAMES.items():
         if key.startswith(old):
             return new + key[len(old):]
+    return key
+
+
+def release_key(key: str) -> str:
+    """An ``ADDPViT`` key -> the release's name (inverse of :func:`rename_release_key`)."""
+    for new, old in RELEASE_NAMES.items():
+        if key.startswith(new):
+            return old + key[len(new):]
     return key
 
 

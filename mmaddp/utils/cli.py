@@ -5,9 +5,9 @@ import sys
 from typing import Callable
 
 #: what the tools raise for input they refuse (a missing or unreadable file,
-#: a checkpoint of the wrong kind or width, an unknown config key, a
-#: non-finite loss: ``NonFiniteLossError`` is a ``FloatingPointError``)
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, FloatingPointError)
+#: a checkpoint of the wrong kind or width, an unknown config key, an output
+#: file that exists, a non-finite loss: ``NonFiniteLossError`` is a ``FloatingPointError``)
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError, FloatingPointError)
 
 
 def exit_on_bad_input(main: Callable[[], object]) -> None:
