@@ -5,7 +5,7 @@
         pretrain/addp-vit-base-p16_mmaddp.pth --frozen-parts-dir pretrain/
     # MAGE's token predictor, VQGAN's tokenizer, a released classifier
     python tools/model_converters/release2mmaddp.py mage-vitb-1600.pth pretrain/mage_mmaddp.pth
-    python tools/model_converters/release2mmaddp.py vqgan_jax_strongaug.ckpt pretrain/vqgan_mmaddp.pth
+    python tools/model_converters/release2mmaddp.py vqgan_jax_strongaug.ckpt pretrain/vq_mmaddp.pth
 
 The layout is recognised from the keys (see mmaddp/checkpoint/layouts.py).
 DST gets the file's main part as an MMEngine checkpoint (``meta`` +
