@@ -1,5 +1,8 @@
 """Unconditional ADDP samples from a checkpoint: DIR/000000.png ... plus DIR/grid.png.
 
+A shell over :class:`mmaddp.apis.ADDPGenerationInferencer` that spreads the
+samples over processes and writes the grid of the whole run.
+
 Sample i is made from its own seed (derived from --seed and i), so the files do
 not depend on the number of processes or the batch size. With several
 processes (tools/dist_generate.sh) rank r makes samples r, r + W, r + 2W, ...
@@ -24,15 +27,14 @@ import os.path as osp
 import torch
 from mmengine.config import DictAction
 from mmengine.dist import barrier, get_dist_info, init_dist, is_distributed
-from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
 import mmaddp  # noqa: F401
-from mmaddp.checkpoint import filter_state_dict, read_state_dict
-from mmaddp.registry import MODELS
+from mmaddp.apis import ADDPGenerationInferencer
+from mmaddp.apis.generation_inferencer import SAMPLERS
 from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_launch
-from mmaddp.utils.generation import (SAMPLE_NAME, check_output_dir, generate_indexed,
-                                     list_sample_files, shard_indices)
+from mmaddp.utils.generation import (SAMPLE_NAME, check_output_dir, iter_batches, list_sample_files,
+                                     shard_indices)
 
 GRID_NAME = 'grid.png'
 
@@ -45,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument('--num-samples', type=int, default=64)
     parser.add_argument(
         '--sampler',
-        choices=['addp', 'predictor', 'start', 'noise'],
+        choices=SAMPLERS,
         default='addp',
         help='addp: alternate decode and predict (ADDP); predictor: the '
         'token predictor alone on the ids (MAGE-style baseline); start / '
@@ -107,82 +109,6 @@ def setup_distributed(cfg, launcher: str) -> None:
         init_dist(launcher, **cfg.get('env_cfg', {}).get('dist_cfg', {}))
 
 
-def build_generator(cfg, checkpoint: str, device) -> torch.nn.Module:
-    """Build ``cfg.model`` (an ADDP model) and load ``checkpoint``.
-
-    Raises a ``ValueError`` when the model cannot generate, when the
-    checkpoint misses trained weights, or when a frozen part (tokenizer,
-    token predictor) has weights neither in the config nor in the checkpoint.
-    """
-    # mapped, not read: refuses a missing or unreadable file before anything is
-    # built, and its keys serve the frozen-part check below
-    mapped = read_state_dict(checkpoint, mmap=True)
-    model_cfg = cfg.get('model', None)
-    if not model_cfg:
-        raise ValueError(f'Config {cfg.filename} has no model')
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model = MODELS.build(model_cfg)
-    if not callable(getattr(model, 'generate', None)) or not hasattr(model, 'load_checkpoint'):
-        raise ValueError(f'The model of {cfg.filename} ({type(model).__name__}) cannot generate; '
-                         'tools/generate.py needs an ADDP config')
-    result = model.load_checkpoint(checkpoint)  # refuses other kinds of checkpoint
-    if result.missing_keys:
-        raise ValueError(f'Checkpoint {checkpoint} lacks trained ADDP weights, e.g. '
-                         f'{result.missing_keys[:5]} ({len(result.missing_keys)} missing)')
-    unset = [
-        p for p in ('tokenizer', 'token_predictor')
-        if isinstance(model_cfg.get(p), dict) and not model_cfg[p].get('checkpoint')
-    ]
-    if unset:  # then the checkpoint has to carry them
-        state = filter_state_dict(mapped, 'addp', f'Checkpoint {checkpoint}')
-        prefixes = dict(tokenizer=('tokenizer.', ), token_predictor=('token_predictor.', ))
-        lacking = [p for p in unset if not any(k.startswith(prefixes[p]) for k in state)]
-        if lacking:
-            raise ValueError(
-                f'No weights for {lacking}: the config sets no checkpoint for them and '
-                f'{checkpoint} carries none. Set model.<part>.checkpoint in the config or '
-                'with --cfg-options.')
-    return model.to(device).eval()
-
-
-def build_predictor_sampler(cfg, device) -> torch.nn.Module:
-    """The config's frozen token predictor with its tokenizer attached, for
-    MAGE-style sampling (``--sampler predictor``); both need checkpoints in
-    the config."""
-    model_cfg = cfg.get('model', None) or {}
-    missing = [
-        p for p in ('tokenizer', 'token_predictor')
-        if not isinstance(model_cfg.get(p), dict) or not model_cfg[p].get('checkpoint')
-    ]
-    if missing:
-        raise ValueError(f'--sampler predictor needs model.<part>.checkpoint for {missing} in '
-                         f'{cfg.filename} (set them with --cfg-options)')
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    predictor = MODELS.build(
-        dict(model_cfg['token_predictor'], tokenizer=model_cfg['tokenizer'], frozen=True))
-    return predictor.to(device).eval()
-
-
-class ReferenceSampler(torch.nn.Module):
-    """``generate`` of the two FID reference points: ADDP's start image for
-    every sample (``kind='start'``) or uniform noise of its size, drawn from
-    each sample's own seed (``kind='noise'``)."""
-
-    def __init__(self, addp: torch.nn.Module, kind: str):
-        super().__init__()
-        self.start = addp.start_pixels().float().clamp(0, 1)
-        self.kind = kind
-
-    @torch.no_grad()
-    def generate(self, num_samples: int, seeds, **kwargs) -> torch.Tensor:
-        if self.kind == 'start':
-            return self.start.expand(num_samples, -1, -1, -1)
-        return torch.stack([
-            torch.rand(self.start.shape[1:], generator=torch.Generator().manual_seed(int(s)))
-            for s in seeds
-        ])
-
-
 def prepare_output(out: str, overwrite: bool) -> None:
     """Checked on every rank before anyone writes; rank 0 then clears old
     samples (with --overwrite) and creates the folder."""
@@ -220,7 +146,6 @@ def write_grid(out: str, num_samples: int, grid_size: int, nrow: int) -> str:
 
 
 def main(argv=None):
-    from torchvision.utils import save_image
     args = parse_args(argv)
     cfg = load_tool_config(args)
     setup_distributed(cfg, args.launcher)
@@ -231,27 +156,32 @@ def main(argv=None):
     else:
         device = torch.device('cpu')
     check_output_dir(args.out, args.overwrite)  # fail fast, before building
-    if args.sampler == 'predictor':
-        model = build_predictor_sampler(cfg, device)
-    else:
-        model = build_generator(cfg, args.checkpoint, device)
-        if args.sampler in ('start', 'noise'):
-            model = ReferenceSampler(model, args.sampler)
+    inferencer = ADDPGenerationInferencer(
+        cfg,
+        args.checkpoint,
+        device,
+        scope=cfg.get('default_scope', 'mmpretrain'),
+        sampler=args.sampler,
+        show_progress=False)
     prepare_output(args.out, args.overwrite)
 
     indices = shard_indices(args.num_samples, rank, world_size)
     bar = ProgressBar(len(indices)) if rank == 0 else None
-    gen_kwargs = dict(
-        steps=args.steps,
-        schedule=args.schedule,
-        temperature=args.temperature,
-        temperature_decay=not args.no_temperature_decay,
-        top_p=args.top_p)
-    for batch, images in generate_indexed(model, indices, args.seed, args.batch_size, **gen_kwargs):
-        for index, image in zip(batch, images):
-            save_image(image, osp.join(args.out, f'{index:06d}.png'))
+    # a few batches per call: the inferencer keeps a call's samples in memory
+    for chunk in iter_batches(indices, args.batch_size * 4):
+        inferencer(
+            chunk,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            out_dir=args.out,
+            grid=False,
+            steps=args.steps,
+            schedule=args.schedule,
+            temperature=args.temperature,
+            temperature_decay=not args.no_temperature_decay,
+            top_p=args.top_p)
         if bar is not None:
-            bar.update(len(batch))
+            bar.update(len(chunk))
     barrier()  # every rank's files are written
     if rank == 0:
         print()

@@ -40,8 +40,9 @@ data_preprocessor = dict(
             crop_aspect=(0.85, 1.18))))
 # the bundled images are 32 px already: decode once per worker and pack
 train_pipeline = [dict(type='CachedLoadImageFromFile'), dict(type='PackInputs')]
+# the loader OpenMMLab inferencers replace; the tools read it as CheckedLoadImageFromFile
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(img_size, img_size), backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]

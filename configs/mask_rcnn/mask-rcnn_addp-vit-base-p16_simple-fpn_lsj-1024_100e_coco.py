@@ -67,8 +67,9 @@ train_pipeline = [
     dict(type='Pad', size=image_size, pad_val=dict(img=(128, 128, 128))),
     dict(type='PackDetInputs'),
 ]
+# the loader OpenMMLab inferencers replace; the tools read it as CheckedLoadImageFromFile
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='Resize', scale=image_size, keep_ratio=True),
     dict(type='Pad', size=image_size, pad_val=dict(img=(128, 128, 128))),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),

@@ -43,8 +43,9 @@ train_pipeline = [
     dict(type='RandomCrop', crop_size=(size, size), cat_max_ratio=0.95),
     dict(type='PackSegInputs'),
 ]
+# the loader OpenMMLab inferencers replace; the tools read it as CheckedLoadImageFromFile
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(size, size), keep_ratio=True),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),

@@ -43,8 +43,9 @@ train_pipeline = [
         fill_std=bgr_std),
     dict(type='PackInputs'),
 ]
+# the loader OpenMMLab inferencers replace; the tools read it as CheckedLoadImageFromFile
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(
         type='ResizeEdge', scale=img_size, edge='short', backend='pillow', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=img_size),
