@@ -1,6 +1,7 @@
-"""Generation tools: FID / IS against closed forms, the feature nets and their
-errors, tools/generate.py (one vs two torchrun processes, no dataset),
-tools/eval_fid.py, and GenerationEvalHook inside a short training."""
+"""Generation tools: per-sample seeds, the feature nets and their errors,
+tools/generate.py (one vs two torchrun processes, no dataset),
+tools/eval_fid.py, and GenerationEvalHook inside a short training
+(tests/test_fid_protocol.py checks the FID / IS numbers against scipy)."""
 import importlib.util
 import json
 import math
@@ -13,14 +14,11 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 from PIL import Image
 
 from mmaddp.evaluation.generation_metrics import (ClassifierFeatureNet, InceptionFeatureNet,
-                                                  build_feature_net, feature_statistics,
-                                                  frechet_distance, inception_score,
-                                                  list_image_files)
+                                                  build_feature_net, list_image_files)
 from mmaddp.utils.generation import sample_seed, shard_indices
 from conftest import ROOT
 
@@ -54,62 +52,7 @@ def _read(path):
     return np.array(Image.open(path).convert('RGB'))
 
 
-# ------------------------------------------------------------------ metrics
-def test_frechet_distance_closed_form_for_diagonal_covariances():
-    rng = np.random.default_rng(0)
-    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
-    var1, var2 = rng.uniform(0.1, 3, size=6), rng.uniform(0.1, 3, size=6)
-    # diagonal: |mu1 - mu2|^2 + sum_k (sqrt(v1_k) - sqrt(v2_k))^2
-    expect = np.sum((mu1 - mu2)**2) + np.sum((np.sqrt(var1) - np.sqrt(var2))**2)
-    got = frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2))
-    assert got == pytest.approx(expect, rel=1e-10)
-    # full covariances: the usual sqrtm formula
-    a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
-    s1, s2 = a @ a.T + 0.1 * np.eye(6), b @ b.T
-    expect = np.sum((mu1 - mu2)**2) + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
-    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expect, rel=1e-8)
-    with pytest.raises(ValueError, match='do not match'):
-        frechet_distance(mu1, s1, mu2[:3], s2[:3, :3])
-
-
-def test_fid_of_gaussian_features():
-    rng = np.random.default_rng(1)
-    scale = rng.uniform(0.5, 2, size=16)
-    feats = rng.normal(size=(4000, 16)) * scale
-    mu, sigma = feature_statistics(feats)
-    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0, abs=1e-9)
-    # a pure shift leaves the covariance: FID = |shift|^2
-    shift = rng.normal(size=16)
-    mu_s, sigma_s = feature_statistics(feats + shift)
-    assert frechet_distance(mu, sigma, mu_s, sigma_s) == pytest.approx(shift @ shift, rel=1e-9)
-    # another distribution: matches numpy / scipy on the estimated statistics, and the
-    # closed form of the true (diagonal) Gaussians within sampling error
-    other = rng.normal(size=(4000, 16)) * scale * 1.5 + 0.3
-    mu_o, sigma_o = np.mean(other, 0), np.cov(other.T)
-    reference = (
-        np.sum((mu - mu_o)**2) +
-        np.trace(sigma + sigma_o - 2 * scipy.linalg.sqrtm(sigma @ sigma_o).real))
-    got = frechet_distance(*feature_statistics(feats), *feature_statistics(other))
-    assert got == pytest.approx(reference, rel=1e-8)
-    true = 16 * 0.3**2 + np.sum((scale - 1.5 * scale)**2)
-    assert got == pytest.approx(true, rel=0.1) and got > 1
-    with pytest.raises(ValueError, match='N >= 2'):
-        feature_statistics(feats[:1])
-
-
-def test_inception_score_limits():
-    assert inception_score(np.full((20, 10), 0.1)) == pytest.approx((1.0, 0.0))
-    confident = np.full((70, 7), 1e-6)
-    confident[np.arange(70), np.arange(70) % 7] = 1
-    confident /= confident.sum(1, keepdims=True)
-    mean, std = inception_score(confident, splits=5)
-    assert mean == pytest.approx(7, rel=1e-3) and std < 1e-6
-    same_class = np.eye(7)[np.zeros(30, dtype=int)]
-    assert inception_score(same_class)[0] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match='probabilities'):
-        inception_score(np.ones((3, 4)))
-
-
+# ------------------------------------------------------------------ seeds
 def test_seeds_and_shards():
     assert sorted(sum((shard_indices(11, r, 3) for r in range(3)), [])) == list(range(11))
     assert shard_indices(5, 1, 2) == [1, 3]
@@ -220,7 +163,7 @@ def test_classifier_feature_net(tmp_path, classifier_net):
     for i, size in enumerate((32, 32, 16)):
         Image.fromarray(np.full((size, size, 3), 40 * i,
                                 np.uint8)).save(tmp_path / 'mixed' / f'{i}.png')
-    with pytest.raises(ValueError, match='input_size'):
+    with pytest.raises(ValueError, match='images of different sizes'):
         classifier_net.compute_metrics(str(tmp_path / 'mixed'), a)
 
 
@@ -276,6 +219,44 @@ def tiny_generator(tmp_path_factory):
 
 
 GEN_ARGS = ['--num-samples', '5', '--steps', '3', '--seed', '7']
+
+
+def test_generation_inferencer(tmp_path, tiny_generator):
+    """mmengine BaseInferencer workflow: predictions and grid returned,
+    samples and grid written, each sample from its own seed."""
+    from mmaddp.apis import ADDPGenerationInferencer
+    from mmaddp.utils.generation import to_uint8
+    inferencer = ADDPGenerationInferencer(
+        tiny_generator['nodata'], tiny_generator['checkpoint'], device='cpu')
+    out = tmp_path / 'samples'
+    result = inferencer(5, batch_size=2, seed=7, steps=3, out_dir=str(out), nrow=5)
+    preds = result['predictions']
+    assert [p['index'] for p in preds] == list(range(5))
+    assert [p['seed'] for p in preds] == [sample_seed(7, i) for i in range(5)]
+    assert all(p['image'].shape == (32, 32, 3) and p['image'].dtype == np.uint8 for p in preds)
+    (grid, ) = result['visualization']
+    assert grid.shape == (36, 2 + 5 * 34, 3)
+    assert sorted(os.listdir(out)) == [f'{i:06d}.png' for i in range(5)] + ['grid.png']
+    np.testing.assert_array_equal(_read(out / 'grid.png'), grid)
+    for p in preds:
+        np.testing.assert_array_equal(_read(out / f"{p['index']:06d}.png"), p['image'])
+    # by hand: the model with the same per-sample seeds
+    expect = to_uint8(inferencer.model.generate(5, seeds=[p['seed'] for p in preds], steps=3))
+    for p, image in zip(preds, expect):
+        diff = np.abs(p['image'].astype(int) - image.permute(1, 2, 0).numpy().astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # float rounding only
+    # a later call with other indices and batches gives the same sample 3
+    (again, ) = inferencer([3], seed=7, steps=3, return_datasamples=True)['predictions']
+    assert again['image'].shape == (3, 32, 32)
+    diff = np.abs(to_uint8(again['image']).permute(1, 2, 0).numpy().astype(int) - preds[3]['image'])
+    assert diff.max() <= 1
+    with pytest.raises(ValueError, match='number of samples or a list of sample indices'):
+        inferencer('five')
+    with pytest.raises(ValueError, match="unknown sampler 'gan'"):
+        ADDPGenerationInferencer(
+            tiny_generator['nodata'], tiny_generator['checkpoint'], sampler='gan')
+    with pytest.raises(FileNotFoundError, match='Config file not found'):
+        ADDPGenerationInferencer(str(tmp_path / 'none.py'), tiny_generator['checkpoint'])
 
 
 def test_generate_one_vs_two_processes(tmp_path, tiny_generator):
@@ -463,8 +444,10 @@ def test_confident_share():
     probs = [[0.95, 0.05], [0.5, 0.5], [0.1, 0.9], [0.89, 0.11]]
     assert confident_share(probs) == pytest.approx(50.0)
     assert confident_share(probs, threshold=0.5) == pytest.approx(100.0)
+    # the top probabilities alone (what the classifier extractor keeps)
+    assert confident_share([0.95, 0.5, 0.9, 0.89]) == pytest.approx(50.0)
     with pytest.raises(ValueError, match='N x C'):
-        confident_share([0.5, 0.5])
+        confident_share(np.ones((2, 2, 2)))
 
 
 def test_reference_samplers_and_predictor_sampler(tmp_path, tiny_generator):

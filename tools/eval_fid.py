@@ -1,23 +1,29 @@
 """FID and Inception Score of a folder of samples against a folder of reference images.
 
-    # torch-fidelity's Inception (local weights file, never downloaded)
-    python tools/eval_fid.py samples/ data/imagenet/val \
+    # the paper's protocol: 50k samples against the 50k ImageNet val images at
+    # 256 px (tools/dataset_converters/prepare_fid_reference.py), torch-fidelity's
+    # Inception from a local weights file (never downloaded)
+    python tools/eval_fid.py samples/ data/imagenet/val_fid_256 \
         --weights pretrain/weights-inception-2015-12-05-6726825d.pth
     # an mmpretrain classifier as feature net (e.g. the tiny demo classifier)
     python tools/eval_fid.py samples/ data/demo/imagenet/val \
         --feature-config CLS_CONFIG --feature-checkpoint CLS_CKPT
 
+Both feature nets go through ``torch_fidelity.calculate_metrics`` (the
+classifier as its registered ``mmaddp-classifier`` feature extractor, which
+also gives the share of samples with top class probability >= 0.9).
 Both folders are searched recursively for PNG / JPEG files; the samples'
-``grid.png`` (tools/generate.py) is left out. Prints the metrics and writes
-them as JSON (default: SAMPLES_DIR/fid_metrics.json).
+``grid.png`` (tools/generate.py) is left out. torch-fidelity shows its
+progress over the images on stderr (``--quiet``: none). Prints the metrics
+and writes them as JSON (default: SAMPLES_DIR/fid_metrics.json).
 """
 import argparse
 import json
 import os.path as osp
 
 import mmaddp  # noqa: F401
-from mmaddp.evaluation.generation_metrics import (ClassifierFeatureNet, InceptionFeatureNet,
-                                                  list_image_files)
+from mmaddp.evaluation.generation_metrics import (DEFAULT_INCEPTION_WEIGHTS, ClassifierFeatureNet,
+                                                  InceptionFeatureNet, list_image_files)
 from mmaddp.utils import exit_on_bad_input
 
 
@@ -30,7 +36,11 @@ def parse_args(argv=None):
         choices=['inception', 'classifier'],
         default=None,
         help='default: classifier when --feature-config is given, else inception')
-    parser.add_argument('--weights', help='inception-v3-compat weights file (torch-fidelity)')
+    parser.add_argument(
+        '--weights',
+        default=DEFAULT_INCEPTION_WEIGHTS,
+        help='inception-v3-compat weights file of torch-fidelity (never downloaded; '
+        f'default: {DEFAULT_INCEPTION_WEIGHTS})')
     parser.add_argument('--feature-config', help='mmpretrain classifier config')
     parser.add_argument('--feature-checkpoint', help='its checkpoint')
     parser.add_argument(
@@ -40,6 +50,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--exclude', nargs='*', default=['grid.png'], help='file names in SAMPLES_DIR to leave out')
     parser.add_argument('--out', help='JSON file (default: SAMPLES_DIR/fid_metrics.json)')
+    parser.add_argument(
+        '--quiet', action='store_true', help="no torch-fidelity messages or progress bar")
     args = parser.parse_args(argv)
     if args.feature_net is None:
         args.feature_net = 'classifier' if args.feature_config else 'inception'
@@ -47,8 +59,9 @@ def parse_args(argv=None):
         if not args.feature_config:
             parser.error('--feature-net classifier needs --feature-config (and usually '
                          '--feature-checkpoint)')
-    elif args.feature_config or args.feature_checkpoint:
-        parser.error('--feature-config / --feature-checkpoint belong to --feature-net classifier')
+    elif args.feature_config or args.feature_checkpoint or args.input_size:
+        parser.error('--feature-config / --feature-checkpoint / --input-size belong to '
+                     '--feature-net classifier')
     return args
 
 
@@ -58,7 +71,11 @@ def main(argv=None):
     num_ref = len(list_image_files(args.ref_dir))
     if args.feature_net == 'inception':
         net = InceptionFeatureNet(
-            args.weights, batch_size=args.batch_size, isc_splits=args.splits, exclude=args.exclude)
+            args.weights,
+            batch_size=args.batch_size,
+            isc_splits=args.splits,
+            exclude=args.exclude,
+            verbose=not args.quiet)
         source = dict(network='inception-v3-compat', weights=args.weights)
     else:
         net = ClassifierFeatureNet(
@@ -67,7 +84,8 @@ def main(argv=None):
             input_size=args.input_size,
             batch_size=args.batch_size,
             is_splits=args.splits,
-            exclude=args.exclude)
+            exclude=args.exclude,
+            verbose=not args.quiet)
         source = dict(
             network='classifier', config=args.feature_config, checkpoint=args.feature_checkpoint)
     metrics = net.compute_metrics(args.samples_dir, args.ref_dir)

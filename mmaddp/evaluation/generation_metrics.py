@@ -1,96 +1,68 @@
-"""FID and Inception Score of generated images, with two kinds of feature network.
+"""FID and Inception Score of generated images, all through torch-fidelity.
+
+:func:`torch_fidelity.calculate_metrics` computes FID and IS for both kinds of
+feature network, so the Fréchet distance and the Inception Score have one
+implementation (torch-fidelity's) whatever the network:
 
 * ``inception``: torch-fidelity's ``inception-v3-compat`` (the TF-Inception
   port that the published FID / IS numbers use), read from a local weights
   file. Nothing is ever downloaded: a missing file is an error that says where
-  to put it. :func:`torch_fidelity.calculate_metrics` computes both metrics.
+  to put it.
 * ``classifier``: an mmpretrain classifier built from a config (+ checkpoint),
   for instance the tiny classifier trained on the bundled classification set.
-  Its pooled backbone / neck features give the FID and its class
-  probabilities the IS, both computed here (:func:`frechet_distance`,
-  :func:`inception_score`), and the share of samples it assigns a class
-  with p >= 0.9 (:func:`confident_share`). Numbers are comparable only between runs that use
-  the same network.
+  It is registered with torch-fidelity as the feature extractor
+  ``'mmaddp-classifier'`` (:class:`ClassifierFeatureExtractor`): its pooled
+  backbone / neck features give the FID, its logits the IS. The same forward
+  passes also give :func:`confident_share` (the share of samples it assigns a
+  class with p >= 0.9), which torch-fidelity does not compute. Numbers are
+  comparable only between runs that use the same network.
 
 Images enter as a folder (searched recursively for PNG / JPEG files), a uint8
-tensor N x 3 x H x W (RGB), or a list of such tensors.
+tensor N x 3 x H x W (RGB), or a list of uint8 tensors 3 x H x W.
 """
 import os
 import os.path as osp
+import shutil
+import tempfile
+import weakref
 from abc import ABC, abstractmethod
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 ImageSource = Union[str, torch.Tensor, Sequence[torch.Tensor]]
+#: name of :class:`ClassifierFeatureExtractor` in torch-fidelity's registry
+CLASSIFIER_EXTRACTOR = 'mmaddp-classifier'
+#: where the tools look for torch-fidelity's Inception weights by default
+DEFAULT_INCEPTION_WEIGHTS = osp.join('pretrain', 'weights-inception-2015-12-05-6726825d.pth')
 
 
 # ------------------------------------------------------------------ metrics
-def feature_statistics(features) -> Tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (float64, unbiased) of N x D features."""
-    feats = np.asarray(features, dtype=np.float64)
-    if feats.ndim != 2 or feats.shape[0] < 2:
-        raise ValueError(f'need N x D features with N >= 2 for a covariance, got {feats.shape}')
-    return feats.mean(0), np.cov(feats, rowvar=False)
-
-
-def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
-    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """Fréchet distance of two Gaussians, in float64:
-    |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)).
-
-    ``tr((S1 S2)^(1/2))`` is taken as the sum of the square roots of the
-    eigenvalues of the symmetric PSD matrix S1^(1/2) S2 S1^(1/2) (same
-    spectrum as S1 S2), which stays real where ``scipy.linalg.sqrtm`` of the
-    non-symmetric product can turn complex for rank-deficient covariances.
-    """
-    mu1, mu2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))
-    sigma1, sigma2 = (np.atleast_2d(np.asarray(s, np.float64)) for s in (sigma1, sigma2))
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f'statistics do not match: means {mu1.shape} / {mu2.shape}, '
-                         f'covariances {sigma1.shape} / {sigma2.shape}')
-    root1 = _psd_sqrt(sigma1)
-    middle = root1 @ sigma2 @ root1
-    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-    diff = mu1 - mu2
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt
-    return float(max(value, 0.0))
-
-
-def inception_score(probs, splits: int = 1) -> Tuple[float, float]:
-    """IS = exp(E_x KL(p(y|x) || p(y))) of N x C class probabilities, as the
-    mean and standard deviation over ``splits`` consecutive parts."""
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[0] < 1:
-        raise ValueError(f'need N x C probabilities, got {p.shape}')
-    if np.any(p < 0) or not np.allclose(p.sum(1), 1, atol=1e-4):
-        raise ValueError('inception_score needs probabilities (rows >= 0 summing to 1)')
-    splits = max(1, min(int(splits), p.shape[0]))
-    scores = []
-    for part in np.array_split(p, splits):
-        marginal = part.mean(0, keepdims=True)
-        log_ratio = np.log(np.clip(part, 1e-30, None)) - np.log(np.clip(marginal, 1e-30, None))
-        kl = np.sum(part * log_ratio, 1)
-        scores.append(np.exp(kl.mean()))
-    return float(np.mean(scores)), float(np.std(scores))
-
-
 def confident_share(probs, threshold: float = 0.9) -> float:
-    """Percentage of the N x C class probabilities whose largest entry is at
-    least ``threshold``: samples the classifier assigns a class with
-    confidence (the share of recognisable samples)."""
+    """Percentage of samples whose most likely class has probability at
+    least ``threshold``: those the classifier assigns a class with
+    confidence (the share of recognisable samples).
+
+    Args:
+        probs (array-like): N x C class probabilities, or the N largest
+            probabilities (one per sample) when only those were kept.
+        threshold (float): the confidence bar. Default: 0.9.
+
+    Returns:
+        float: the share in percent, in [0, 100].
+    """
     p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[0] < 1:
-        raise ValueError(f'need N x C probabilities, got {p.shape}')
-    return float(100.0 * (p.max(1) >= threshold).mean())
+    if p.ndim not in (1, 2) or p.shape[0] < 1 or p.size < 1:
+        raise ValueError(f'need N x C probabilities or N top probabilities, got {p.shape}')
+    top = p.max(1) if p.ndim == 2 else p
+    return float(100.0 * (top >= threshold).mean())
 
 
 # ------------------------------------------------------------------- images
@@ -145,30 +117,305 @@ class UInt8Images(Dataset):
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _stack_same_size(batch: List[torch.Tensor]) -> torch.Tensor:
-    sizes = {tuple(x.shape[-2:]) for x in batch}
-    if len(sizes) > 1:
-        raise ValueError(f'images of different sizes {sorted(sizes)}: set input_size of the '
-                         'classifier feature net to resize them')
-    return torch.stack(batch)
+# ------------------------------------------- the classifier in torch-fidelity
+def classifier_outputs(
+        model: torch.nn.Module,
+        images: torch.Tensor,
+        input_size: Optional[Tuple[int, int]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features and logits of an mmpretrain classifier.
+
+    Args:
+        model (nn.Module): a classifier with ``data_preprocessor``,
+            ``extract_feat`` and ``head`` (mmpretrain ``ImageClassifier``).
+        images (Tensor): uint8 RGB images B x 3 x H x W.
+        input_size (tuple[int, int], optional): resize (bilinear, in float)
+            to this H x W first. Default: None (the images' own size).
+
+    Returns:
+        tuple[Tensor, Tensor]: float64 pooled features B x D (the last
+        feature map averaged over space, or the tokens averaged) and float64
+        logits B x C, on the model's device.
+    """
+    device = next(model.parameters()).device
+    x = images.to(device).float()
+    if input_size is not None and tuple(x.shape[-2:]) != tuple(input_size):
+        x = F.interpolate(x, size=tuple(input_size), mode='bilinear', align_corners=False)
+    preprocessor = model.data_preprocessor
+    if getattr(preprocessor, 'to_rgb', False) or getattr(preprocessor, '_channel_conversion',
+                                                         False):
+        x = x.flip(1)  # it expects BGR (as loaded by cv2) and converts to RGB
+    x = preprocessor(dict(inputs=x), False)['inputs']
+    feats = model.extract_feat(x)
+    logits = model.head(feats)
+    if isinstance(logits, (tuple, list)):
+        logits = logits[-1]
+    pooled = feats[-1] if isinstance(feats, (tuple, list)) else feats
+    if isinstance(pooled, (tuple, list)):
+        pooled = pooled[-1]
+    if pooled.dim() == 4:  # B x C x H x W maps
+        pooled = pooled.mean((2, 3))
+    elif pooled.dim() == 3:  # B x N x C tokens
+        pooled = pooled.mean(1)
+    return pooled.double(), logits.double()
+
+
+class ClassifierFeatureExtractor(FeatureExtractorBase):
+    """An mmpretrain classifier as torch-fidelity feature extractor,
+    registered as ``'mmaddp-classifier'`` when this module is imported.
+
+    It provides ``'pooled'`` (float64 B x D pooled features; the default
+    layer of FID, KID and PRC) and ``'logits_unbiased'`` (float64 B x C
+    logits, which torch-fidelity's IS turns into probabilities; the default
+    layer of IS), from uint8 RGB batches B x 3 x H x W::
+
+        import mmaddp.evaluation.generation_metrics  # registers the extractor
+        torch_fidelity.calculate_metrics(
+            input1=samples, input2=reference, fid=True, isc=True,
+            feature_extractor='mmaddp-classifier',
+            feature_extractor_weights_path='work_dirs/cls/iter_3000.pth',
+            classifier_config='configs/imagenet/addp-vit-nano-p4_1xb64-3000i_demo.py')
+
+    torch-fidelity constructs extractors itself, as
+    ``cls(name, features_list, **kwargs)`` with every keyword argument given
+    to ``calculate_metrics``, and ignores the keywords it does not know. So
+    the checkpoint travels in torch-fidelity's own
+    ``feature_extractor_weights_path`` and the rest in the ``classifier_*``
+    keywords below; ``classifier_model`` hands over a classifier built once
+    (:class:`ClassifierFeatureNet` does, so that repeated evaluations use the
+    same weights without reading the checkpoint again). torch-fidelity then
+    sets the extractor, and with it that classifier, to eval mode without
+    gradients (and moves it to the GPU with ``cuda=True``).
+
+    Args:
+        name (str): the registered name.
+        features_list (list[str]): the features torch-fidelity asks for.
+        feature_extractor_weights_path (str, optional): the classifier's
+            checkpoint (runner checkpoint or bare state dict), read with
+            ``classifier_config``. Default: None (keep the initialisation;
+            only useful for tests).
+        classifier_config (str | Config | dict, optional): its mmpretrain
+            config. Needed unless ``classifier_model`` is given.
+        classifier_model (nn.Module, optional): a built classifier instead of
+            config + checkpoint.
+        classifier_input_size (tuple[int, int], optional): resize batches to
+            this H x W before the network (bilinear). Default: None.
+        classifier_confidences (list, optional): when given, every forward
+            appends the largest class probability of each image (float64
+            tensor B, CPU) in the order the images come, so the caller gets
+            :func:`confident_share` from the same passes (torch-fidelity
+            returns metrics only, never the features).
+        **kwargs: the other ``calculate_metrics`` arguments (unused).
+    """
+
+    def __init__(self,
+                 name: str,
+                 features_list: Sequence[str],
+                 feature_extractor_weights_path: Optional[str] = None,
+                 classifier_config=None,
+                 classifier_model: Optional[torch.nn.Module] = None,
+                 classifier_input_size: Optional[Tuple[int, int]] = None,
+                 classifier_confidences: Optional[list] = None,
+                 **kwargs):
+        super().__init__(name, features_list)
+        if classifier_model is None:
+            if classifier_config is None:
+                raise ValueError(f"the '{name}' feature extractor needs classifier_config="
+                                 '<mmpretrain config> (and feature_extractor_weights_path='
+                                 '<checkpoint>) or classifier_model=<built classifier>')
+            classifier_model = build_classifier(classifier_config, feature_extractor_weights_path)
+        elif classifier_config is not None or feature_extractor_weights_path is not None:
+            raise ValueError(f"the '{name}' feature extractor takes either classifier_model or "
+                             'classifier_config + feature_extractor_weights_path, not both')
+        self.model = classifier_model
+        self.input_size = tuple(classifier_input_size) if classifier_input_size else None
+        self.confidences = classifier_confidences
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """uint8 RGB images B x 3 x H x W -> the requested features, in the
+        order of ``features_list``."""
+        if not (torch.is_tensor(images) and images.dtype == torch.uint8 and images.dim() == 4
+                and images.shape[1] == 3):
+            raise ValueError('the classifier feature extractor takes uint8 RGB B x 3 x H x W, got '
+                             f'{getattr(images, "dtype", type(images))} '
+                             f'{tuple(getattr(images, "shape", ()))}')
+        pooled, logits = classifier_outputs(self.model, images, self.input_size)
+        if self.confidences is not None:
+            self.confidences.append(logits.softmax(-1).amax(-1).cpu())
+        out = dict(pooled=pooled, logits_unbiased=logits)
+        return tuple(out[name] for name in self.features_list)
+
+    @staticmethod
+    def get_provided_features_list():
+        return ('pooled', 'logits_unbiased')
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return dict(isc='logits_unbiased', fid='pooled', kid='pooled', prc='pooled')[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+
+
+if CLASSIFIER_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:  # once per process
+    torch_fidelity.register_feature_extractor(CLASSIFIER_EXTRACTOR, ClassifierFeatureExtractor)
 
 
 # ------------------------------------------------------------ feature nets
+class PreparedReference:
+    """Reference images whose features torch-fidelity has already computed
+    and cached (in a temporary folder removed with this object), made by
+    :meth:`GenerationFeatureNet.prepare_reference` of one feature net and
+    usable only with that net."""
+
+    def __init__(self, images: Dataset, owner: 'GenerationFeatureNet'):
+        self.images = images
+        self.owner = weakref.ref(owner)
+        self.cache_root = tempfile.mkdtemp(prefix='mmaddp-fid-reference-')
+        self.cache_name = 'reference'
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.cache_root, True)
+
+    def __len__(self):
+        return len(self.images)
+
+
 class GenerationFeatureNet(ABC):
     """Computes ``dict(fid=..., is_mean=..., is_std=...)`` of generated
-    ``samples`` against ``reference`` images.
+    samples against reference images with
+    :func:`torch_fidelity.calculate_metrics`; subclasses name the feature
+    extractor and its arguments.
 
-    ``prepare_reference`` turns a reference source into whatever the net
-    reuses between evaluations (statistics for the classifier), so that the
-    reference set is read once by :class:`GenerationEvalHook`.
+    Args:
+        batch_size (int): images per forward. Default: 64.
+        splits (int): IS splits (fewer when there are fewer samples). Split
+            boundaries are torch-fidelity's, ``i * N // splits``. Default: 10.
+        cuda (bool, optional): run on the GPU. Default: when one is available.
+        exclude (list[str]): file names left out of sample folders.
+            Default: none.
+        verbose (bool): let torch-fidelity report its steps and show its
+            progress bar over the images (tqdm, on stderr). Default: False.
+        **fidelity_kwargs: more ``calculate_metrics`` options, e.g.
+            ``save_cpu_ram=True`` (no loader worker processes).
     """
 
-    def prepare_reference(self, reference: ImageSource):
-        return reference
+    def __init__(self,
+                 batch_size: int = 64,
+                 splits: int = 10,
+                 cuda: Optional[bool] = None,
+                 exclude: Sequence[str] = (),
+                 verbose: bool = False,
+                 **fidelity_kwargs):
+        if batch_size < 1 or splits < 1:
+            raise ValueError(f'need batch_size >= 1 and splits >= 1, got {batch_size} and '
+                             f'{splits}')
+        self.batch_size = batch_size
+        self.splits = splits
+        self.cuda = torch.cuda.is_available() if cuda is None else bool(cuda)
+        self.exclude = tuple(exclude)
+        self.verbose = verbose
+        self.fidelity_kwargs = fidelity_kwargs
 
     @abstractmethod
-    def compute_metrics(self, samples: ImageSource, reference) -> Dict[str, float]:
-        """FID / IS of ``samples`` against a prepared ``reference``."""
+    def extractor_kwargs(self) -> dict:
+        """``calculate_metrics`` arguments that choose the feature extractor
+        (``feature_extractor``, ``feature_extractor_weights_path``, ...)."""
+
+    def _images(self, source, exclude: Sequence[str] = ()) -> Dataset:
+        return source if isinstance(source, Dataset) else UInt8Images(source, exclude)
+
+    def _calculate(self, input1: Dataset, input2: Dataset, **kwargs) -> dict:
+        args = dict(
+            input1=input1,
+            input2=input2,
+            fid=True,
+            isc=True,
+            isc_splits=max(1, min(self.splits, len(input1))),
+            batch_size=self.batch_size,
+            cuda=self.cuda,
+            cache=False,
+            verbose=self.verbose,
+            samples_shuffle=False,
+            datasets_download=False)
+        args.update(self.fidelity_kwargs)
+        args.update(self.extractor_kwargs())
+        args.update(kwargs)
+        try:
+            return torch_fidelity.calculate_metrics(**args)
+        except RuntimeError as err:
+            if 'stack expects each tensor to be equal size' in str(err):
+                raise ValueError(
+                    'images of different sizes in one batch: FID needs images of one size '
+                    '(tools/dataset_converters/prepare_fid_reference.py writes a reference '
+                    'folder at one size)') from err
+            raise
+
+    def prepare_reference(self, reference: ImageSource) -> PreparedReference:
+        """Compute the reference features once (torch-fidelity's file cache,
+        in a temporary folder), for :class:`GenerationEvalHook`, which scores
+        many sample sets against one reference.
+
+        Args:
+            reference (str | Tensor | list[Tensor] | PreparedReference): a
+                folder, uint8 images N x 3 x H x W, or an already prepared
+                reference of this net (returned as it is).
+
+        Returns:
+            PreparedReference: to pass as ``reference`` to
+            :meth:`compute_metrics` of this net.
+        """
+        if isinstance(reference, PreparedReference):
+            self._check_owner(reference)
+            return reference
+        prepared = PreparedReference(self._images(reference), self)
+        # FID of the reference against itself (0): one pass over the images
+        # fills the cache with every feature that compute_metrics asks for
+        self._calculate(prepared.images, prepared.images,
+                        **dict(self._cache_kwargs(prepared, 1), **self._cache_kwargs(prepared, 2)))
+        return prepared
+
+    def _check_owner(self, prepared: PreparedReference):
+        if prepared.owner() is not self:
+            raise ValueError('this reference was prepared by another feature net; prepare it '
+                             'with the net that scores the samples')
+
+    @staticmethod
+    def _cache_kwargs(prepared: PreparedReference, slot: int) -> dict:
+        return {
+            'cache': True,
+            'cache_root': prepared.cache_root,
+            f'input{slot}_cache_name': prepared.cache_name
+        }
+
+    def compute_metrics(self, samples: ImageSource, reference, **kwargs) -> Dict[str, float]:
+        """FID / IS of ``samples`` against ``reference``.
+
+        Args:
+            samples (str | Tensor | list[Tensor]): the generated images.
+            reference (str | Tensor | list[Tensor] | PreparedReference): the
+                reference images, or their features prepared by
+                :meth:`prepare_reference` of this net.
+            **kwargs: more ``calculate_metrics`` arguments for this call.
+
+        Returns:
+            dict: ``fid`` (clamped at 0: torch-fidelity's value of two equal
+            sets can dip below 0 by rounding), ``is_mean`` and ``is_std``.
+        """
+        samples = self._images(samples, self.exclude)
+        if isinstance(reference, PreparedReference):
+            self._check_owner(reference)
+            kwargs = dict(self._cache_kwargs(reference, 2), **kwargs)
+            reference = reference.images
+        else:
+            reference = self._images(reference)
+        out = self._calculate(samples, reference, **kwargs)
+        return dict(
+            fid=max(float(out['frechet_inception_distance']), 0.0),
+            is_mean=float(out['inception_score_mean']),
+            is_std=float(out['inception_score_std']))
 
 
 class InceptionFeatureNet(GenerationFeatureNet):
@@ -176,12 +423,15 @@ class InceptionFeatureNet(GenerationFeatureNet):
 
     Args:
         weights_path (str): the ``weights-inception-2015-12-05-6726825d.pth``
-            file that torch-fidelity would fetch from its release page.
-        batch_size (int): images per Inception forward.
+            file that torch-fidelity would fetch from its release page; a
+            missing file raises ``FileNotFoundError`` (nothing is downloaded).
+        batch_size (int): images per Inception forward. Default: 64.
         isc_splits (int): IS splits (torch-fidelity's default 10; fewer when
-            there are fewer samples).
-        cuda (bool, optional): run on the GPU; default: when one is available.
+            there are fewer samples). Default: 10.
+        cuda (bool, optional): run on the GPU. Default: when one is available.
         exclude (list[str]): file names left out of sample folders.
+        verbose (bool): torch-fidelity's messages and progress bar.
+            Default: False.
         **fidelity_kwargs: more ``calculate_metrics`` options, e.g.
             ``save_cpu_ram=True`` (no loader worker processes).
     """
@@ -192,67 +442,62 @@ class InceptionFeatureNet(GenerationFeatureNet):
                  isc_splits: int = 10,
                  cuda: Optional[bool] = None,
                  exclude: Sequence[str] = (),
+                 verbose: bool = False,
                  **fidelity_kwargs):
         from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
         if not weights_path or not osp.isfile(weights_path):
+            where = (f'at {weights_path!r}' if weights_path else
+                     f'(no path given; the tools look at {DEFAULT_INCEPTION_WEIGHTS!r})')
             raise FileNotFoundError(
-                f'Inception weights not found at {weights_path!r}. FID/IS with the '
+                f'Inception weights not found {where}. FID/IS with the '
                 "'inception-v3-compat' network need the file torch-fidelity downloads from "
                 f'{URL_INCEPTION_V3} ({osp.basename(URL_INCEPTION_V3)}); nothing is downloaded '
                 'here. Fetch it on a machine with internet access, copy it to that path (or '
-                'point feature_extractor_weights_path / --weights at it), or use a classifier '
-                'feature net instead.')
+                'point weights_path / --weights at it), or use a classifier feature net '
+                'instead.')
+        super().__init__(batch_size, isc_splits, cuda, exclude, verbose, **fidelity_kwargs)
         self.weights_path = weights_path
-        self.batch_size = batch_size
-        self.isc_splits = isc_splits
-        self.cuda = torch.cuda.is_available() if cuda is None else cuda
-        self.exclude = tuple(exclude)
-        self.fidelity_kwargs = fidelity_kwargs
 
-    def compute_metrics(self, samples: ImageSource, reference) -> Dict[str, float]:
-        import torch_fidelity
-        samples = samples if isinstance(samples, Dataset) else UInt8Images(samples, self.exclude)
-        reference = reference if isinstance(reference, Dataset) else UInt8Images(reference)
+    def extractor_kwargs(self) -> dict:
+        return dict(
+            feature_extractor='inception-v3-compat',
+            feature_extractor_weights_path=self.weights_path)
+
+    def _calculate(self, input1, input2, **kwargs) -> dict:
         try:
-            out = torch_fidelity.calculate_metrics(
-                input1=samples,
-                input2=reference,
-                fid=True,
-                isc=True,
-                feature_extractor='inception-v3-compat',
-                feature_extractor_weights_path=self.weights_path,
-                isc_splits=max(1, min(self.isc_splits, len(samples))),
-                batch_size=self.batch_size,
-                cuda=self.cuda,
-                cache=False,
-                verbose=False,
-                samples_shuffle=False,
-                datasets_download=False,
-                **self.fidelity_kwargs)
+            return super()._calculate(input1, input2, **kwargs)
         except RuntimeError as err:
             if 'state_dict' in str(err):
                 raise ValueError(f'{self.weights_path} is not the inception-v3-compat weights '
                                  f'file of torch-fidelity: {str(err).splitlines()[0]}') from err
             raise
-        return dict(
-            fid=float(out['frechet_inception_distance']),
-            is_mean=float(out['inception_score_mean']),
-            is_std=float(out['inception_score_std']))
 
 
 class ClassifierFeatureNet(GenerationFeatureNet):
-    """An mmpretrain classifier (``extract_feat`` + ``head``) as feature net.
+    """An mmpretrain classifier as feature net, through torch-fidelity's
+    registered ``'mmaddp-classifier'`` extractor
+    (:class:`ClassifierFeatureExtractor`); :meth:`compute_metrics` adds
+    ``confident_share`` (percent of samples with top class probability
+    >= 0.9) from the same forward passes.
 
     Args:
         config (str | Config | dict): its config (file, object or dict).
         checkpoint (str, optional): its weights (a runner checkpoint or a bare
-            state dict). Without one the network keeps its initialisation,
-            which is only useful for tests.
+            state dict). Default: None (the network keeps its
+            initialisation, which is only useful for tests).
         input_size (int | tuple, optional): resize images to this size
-            (bilinear) before the network; needed when sizes differ.
-        batch_size (int): images per forward.
-        is_splits (int): IS splits.
-        device: default: CUDA when available, else CPU.
+            (bilinear) before the network. Default: None.
+        batch_size (int): images per forward. Default: 64.
+        is_splits (int): IS splits. Default: 10.
+        device (str | torch.device, optional): ``'cpu'`` or ``'cuda'`` (the
+            current GPU). Default: CUDA when available, else CPU.
+        exclude (list[str]): file names left out of sample folders.
+        verbose (bool): torch-fidelity's messages and progress bar.
+            Default: False.
+        **fidelity_kwargs: more ``calculate_metrics`` options. Default here:
+            ``save_cpu_ram=True`` (no loader worker processes, as the images
+            are small); pass ``save_cpu_ram=False`` for torch-fidelity's
+            workers.
     """
 
     def __init__(self,
@@ -262,69 +507,45 @@ class ClassifierFeatureNet(GenerationFeatureNet):
                  batch_size: int = 64,
                  is_splits: int = 10,
                  device=None,
-                 exclude: Sequence[str] = ()):
-        self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+                 exclude: Sequence[str] = (),
+                 verbose: bool = False,
+                 **fidelity_kwargs):
+        device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        fidelity_kwargs.setdefault('save_cpu_ram', True)
+        super().__init__(batch_size, is_splits, device.type == 'cuda', exclude, verbose,
+                         **fidelity_kwargs)
+        self.device = device
         self.model = build_classifier(config, checkpoint).to(self.device).eval()
         if isinstance(input_size, int):
             input_size = (input_size, input_size)
         self.input_size = tuple(input_size) if input_size is not None else None
-        self.batch_size = batch_size
-        self.is_splits = is_splits
-        self.exclude = tuple(exclude)
+
+    def extractor_kwargs(self) -> dict:
+        return dict(
+            feature_extractor=CLASSIFIER_EXTRACTOR,
+            classifier_model=self.model,
+            classifier_input_size=self.input_size)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """uint8 RGB images B x 3 x H x W -> (pooled features B x D, class
-        probabilities B x C), both float64 on the CPU."""
-        x = images.to(self.device).float()
-        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode='bilinear', align_corners=False)
-        preprocessor = self.model.data_preprocessor
-        if getattr(preprocessor, 'to_rgb', False) or getattr(preprocessor, '_channel_conversion',
-                                                             False):
-            x = x.flip(1)  # it expects BGR (as loaded by cv2) and converts to RGB
-        x = preprocessor(dict(inputs=x), False)['inputs']
-        feats = self.model.extract_feat(x)
-        logits = self.model.head(feats)
-        if isinstance(logits, (tuple, list)):
-            logits = logits[-1]
-        pooled = feats[-1] if isinstance(feats, (tuple, list)) else feats
-        if isinstance(pooled, (tuple, list)):
-            pooled = pooled[-1]
-        if pooled.dim() == 4:  # B x C x H x W maps
-            pooled = pooled.mean((2, 3))
-        elif pooled.dim() == 3:  # B x N x C tokens
-            pooled = pooled.mean(1)
-        return pooled.double().cpu(), logits.double().softmax(-1).cpu()
+        probabilities B x C), both float64 on the CPU: what the registered
+        extractor gives torch-fidelity (probabilities instead of logits)."""
+        pooled, logits = classifier_outputs(self.model.eval(), images, self.input_size)
+        return pooled.cpu(), logits.softmax(-1).cpu()
 
-    def _extract(self, source) -> Tuple[np.ndarray, np.ndarray]:
-        dataset = source if isinstance(source, Dataset) else UInt8Images(source, self.exclude)
-        loader = DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=0,
-            collate_fn=_stack_same_size)
-        feats, probs = zip(*(self.features(batch) for batch in loader))
-        return torch.cat(feats).numpy(), torch.cat(probs).numpy()
-
-    def prepare_reference(self, reference):
-        if isinstance(reference, tuple) and len(reference) == 2 and isinstance(
-                reference[0], np.ndarray):
-            return reference
-        feats, _ = self._extract(reference)
-        return feature_statistics(feats)
-
-    def compute_metrics(self, samples: ImageSource, reference) -> Dict[str, float]:
-        mu_ref, sigma_ref = self.prepare_reference(reference)
-        feats, probs = self._extract(samples)
-        mu, sigma = feature_statistics(feats)
-        is_mean, is_std = inception_score(probs, self.is_splits)
-        return dict(
-            fid=frechet_distance(mu, sigma, mu_ref, sigma_ref),
-            is_mean=is_mean,
-            is_std=is_std,
-            confident_share=confident_share(probs))
+    def compute_metrics(self, samples: ImageSource, reference, **kwargs) -> Dict[str, float]:
+        """FID / IS as :meth:`GenerationFeatureNet.compute_metrics`, plus
+        ``confident_share`` of the samples (percent)."""
+        samples = self._images(samples, self.exclude)
+        confidences = []  # filled by the extractor: samples first, then the reference
+        metrics = super().compute_metrics(
+            samples, reference, classifier_confidences=confidences, **kwargs)
+        top = torch.cat(confidences)[:len(samples)]
+        if len(top) != len(samples):
+            raise RuntimeError(f'the extractor saw {len(top)} of {len(samples)} samples')
+        metrics['confident_share'] = confident_share(top.numpy())
+        return metrics
 
 
 def build_classifier(config, checkpoint: Optional[str] = None) -> torch.nn.Module:
