@@ -19,13 +19,12 @@ import json
 import os
 import os.path as osp
 
-import numpy as np
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner
 
 import mmaddp  # noqa: E402,F401
+from mmaddp.evaluation.frozen_features import extract_features
 from mmaddp.registry import MODELS
 from mmaddp.utils.config import merge_cfg_options_strict
 
@@ -78,35 +77,9 @@ def build_encoder(cfg: Config, checkpoint, seed: int) -> torch.nn.Module:
     return encoder.eval()
 
 
-@torch.no_grad()
-def extract(cfg: Config, encoder, split: str, per_class=None, features='tokens'):
-    """(features N x D, labels N) of one split, through the config's test
-    pipeline and data preprocessor."""
-    loader_cfg = cfg.test_dataloader.copy()
-    loader_cfg['dataset'] = dict(loader_cfg['dataset'], data_prefix=split)
-    loader_cfg.update(persistent_workers=False)
-    dataset = Runner.build_dataloader(loader_cfg).dataset
-    if per_class is not None:  # the first per_class images of every class
-        picked, seen = [], {}
-        for i in range(len(dataset)):
-            label = int(dataset.get_data_info(i)['gt_label'])
-            if seen.get(label, 0) < per_class:
-                seen[label] = seen.get(label, 0) + 1
-                picked.append(i)
-        loader_cfg['dataset'] = dict(loader_cfg['dataset'], indices=picked)
-    loader = Runner.build_dataloader(loader_cfg)
-    preprocessor = dict(cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {})
-    preprocessor.setdefault('type', 'ClsDataPreprocessor')  # ImageClassifier's default
-    preprocessor = MODELS.build(preprocessor)
-    feats, labels = [], []
-    for batch in loader:
-        data = preprocessor(batch, False)
-        out = encoder(data['inputs'])[-1]  # B x (1 + N) x C
-        if features == 'pooled':
-            out = torch.cat([out[:, 0], out[:, 1:].mean(1)], dim=1)
-        feats.append(out.flatten(1).float().numpy())
-        labels += [int(s.gt_label) for s in data['data_samples']]
-    return np.concatenate(feats), np.array(labels)
+def pooled(tokens: torch.Tensor) -> torch.Tensor:
+    """B x (1 + N) x C tokens -> B x 2C: the class token and the mean patch token."""
+    return torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], dim=1)
 
 
 def main():
@@ -118,8 +91,10 @@ def main():
         merge_cfg_options_strict(cfg, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     encoder = build_encoder(cfg, args.checkpoint, args.seed)
-    x_train, y_train = extract(cfg, encoder, 'train', args.train_per_class, args.features)
-    x_val, y_val = extract(cfg, encoder, 'val', features=args.features)
+    reduce = pooled if args.features == 'pooled' else None
+    x_train, y_train = (
+        t.numpy() for t in extract_features(cfg, encoder, 'train', args.train_per_class, reduce))
+    x_val, y_val = (t.numpy() for t in extract_features(cfg, encoder, 'val', reduce=reduce))
     scaler = StandardScaler().fit(x_train)
     clf = LogisticRegression(C=args.C, max_iter=2000)
     clf.fit(scaler.transform(x_train), y_train)

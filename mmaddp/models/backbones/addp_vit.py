@@ -96,8 +96,9 @@ class ADDPViT(BaseModule):
         attn_drop_rate (float): dropout on attention weights.
         drop_path_rate (float): stochastic depth, linearly increasing.
         frozen_stages (int): freeze the embeddings and the first
-            ``frozen_stages`` blocks (and the final norm when all are frozen);
-            -1 or 0 freezes nothing.
+            ``frozen_stages`` blocks (and the final and pooled norms when all
+            are frozen: the linear probe's fixed features); -1 or 0 freezes
+            nothing.
         with_cp (bool): activation checkpointing of every block.
         with_cls_token (bool): prepend the class token. ``False`` runs the
             blocks on the patch-token map only (ViTDet); the class token and
@@ -317,8 +318,10 @@ class ADDPViT(BaseModule):
     def _freeze_stages(self):
         frozen = [self.patch_embed, self.pre_norm, self.pos_drop]
         frozen += list(self.blocks[:self.frozen_stages])
-        if self.frozen_stages >= self.num_layers:
+        if self.frozen_stages >= self.num_layers:  # all blocks: the norms after them too
             frozen.append(self.norm)
+            if hasattr(self, 'pooled_norm'):
+                frozen.append(self.pooled_norm)
         self.cls_token.requires_grad = False
         self.pos_embed.requires_grad = False
         for m in frozen:
