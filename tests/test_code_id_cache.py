@@ -149,3 +149,19 @@ def test_bad_caches_and_inputs_are_refused(token_cfg, tmp_path):
     model = MODELS.build(pixel_cfg.model)
     with pytest.raises(ValueError, match='got code ids .* reads pixels'):
         model.extract_feat(torch.zeros(2, 4, 4, dtype=torch.int64))
+
+
+def test_progress_bar_counts_the_batches(token_cfg, tmp_path, capsys):
+    """The command line draws mmengine's progress bar (stderr), one step per
+    encoded batch, and the same ids come out as without it."""
+    quiet, shown = str(tmp_path / 'quiet.npz'), str(tmp_path / 'shown.npz')
+    lines = []
+    encode_training_views(token_cfg, quiet, views=2, batch_size=6, log=lines.append)
+    assert len(lines) == 2 and capsys.readouterr().err == ''  # one line per view
+    lines.clear()
+    encode_training_views(
+        token_cfg, shown, views=2, batch_size=6, log=lines.append, show_progress=True)
+    err = capsys.readouterr().err
+    assert not lines and '6/6' in err  # 2 views x ceil(16 / 6) batches
+    with np.load(quiet) as a, np.load(shown) as b:
+        np.testing.assert_array_equal(a['ids'], b['ids'])

@@ -22,6 +22,10 @@ def parse_args():
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument(
+        '--show-dir',
+        help='draw the predictions over every test image into this folder, through the '
+        "config's visualization hook (mmpretrain / mmdet / mmseg's own --show-dir)")
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -49,6 +53,25 @@ def load_release_classifier(runner, state, path):
                          f'not match the config\'s model: missing {missing[:5]}, unexpected '
                          f'{result.unexpected_keys[:5]} (for the release, the backbone needs '
                          "out_type='avg_featmap', pre_norm=False, final_norm=False)")
+
+
+def draw_test_predictions(cfg, show_dir: str) -> None:
+    """Turn on the config's visualization hook for every test image, writing
+    the pictures under ``show_dir``, the way mmpretrain's, mmdet's and
+    mmseg's own ``tools/test.py --show-dir`` do."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    kind = None if hook is None else hook.get('type')
+    show_dir = osp.abspath(show_dir)
+    if kind == 'VisualizationHook':  # mmpretrain: NAME_STEP.png in out_dir
+        hook.update(enable=True, interval=1, out_dir=show_dir)
+    elif kind == 'DetVisualizationHook':  # mmdet: one file per image in test_out_dir
+        hook.update(draw=True, test_out_dir=show_dir)
+    elif kind == 'SegVisualizationHook':  # mmseg: the visualizer's save_dir/vis_image
+        hook.update(draw=True, interval=1)
+        cfg.visualizer['save_dir'] = show_dir
+    else:
+        raise ValueError(f'--show-dir needs a visualization hook of mmpretrain, mmdet or mmseg '
+                         f'in default_hooks; {cfg.filename} has {kind!r}')
 
 
 def check_checkpoint_fits(cfg, state, path) -> None:
@@ -102,6 +125,9 @@ def main():
             cfg.test_evaluator = [*evaluators, dump]
         else:
             cfg.test_evaluator = [evaluators, dump]
+
+    if args.show_dir is not None:
+        draw_test_predictions(cfg, args.show_dir)
 
     prepare_launch(cfg)
     runner = Runner.from_cfg(cfg)

@@ -122,7 +122,9 @@ default_hooks = dict(
         by_epoch=False,
         interval=interval,
         save_last=True,
-        max_keep_ckpts=3))
+        max_keep_ckpts=3),
+    # predictions drawn over one val image in 250 (work_dir/TIMESTAMP/vis_data)
+    visualization=dict(type='DetVisualizationHook', draw=True, interval=250))
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
 auto_scale_lr = dict(enable=False, base_batch_size=64)
 # stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)

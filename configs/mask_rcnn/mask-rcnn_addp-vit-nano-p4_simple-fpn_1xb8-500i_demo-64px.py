@@ -120,7 +120,9 @@ test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     checkpoint=dict(
-        type='AtomicCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=2))
+        type='AtomicCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=2),
+    # predictions drawn over the first image of every 4th val batch (work_dir/TIMESTAMP/vis_data)
+    visualization=dict(type='DetVisualizationHook', draw=True, interval=4))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
 # stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)

@@ -79,6 +79,8 @@ val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 default_hooks = dict(
-    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=16000, max_keep_ckpts=3))
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=16000, max_keep_ckpts=3),
+    # predictions drawn over one val image in 250 (work_dir/TIMESTAMP/vis_data)
+    visualization=dict(type='SegVisualizationHook', draw=True, interval=250))
 # stop at a NaN / inf loss before it is saved; random draws fixed per iteration (exact resume)
 custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='IterationSeedHook')]

@@ -17,12 +17,14 @@ import argparse
 import math
 import os
 import os.path as osp
+import sys
 import time
 from typing import Optional
 
 import numpy as np
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.utils import ProgressBar
 
 from mmaddp.registry import DATASETS
 
@@ -32,7 +34,8 @@ def encode_training_views(cfg,
                           views: Optional[int] = None,
                           seed: int = 0,
                           batch_size: int = 256,
-                          log=print) -> dict:
+                          log=print,
+                          show_progress: bool = False) -> dict:
     """Encode ``views`` augmented copies of the training set of ``cfg`` (a
     classification config whose backbone has ``token_input``); write ``out``.
 
@@ -42,6 +45,7 @@ def encode_training_views(cfg,
     (``CodeTokenEmbed.code_ids``, frozen tokenizer). The ViT itself is not
     built. Written to ``out.tmp.npz`` and renamed, so an interrupted run leaves
     no ``out``; the caller's torch random stream is left as it was.
+    ``show_progress`` draws mmengine's progress bar over the batches (stderr).
     """
     from mmengine.registry import init_default_scope
 
@@ -52,12 +56,12 @@ def encode_training_views(cfg,
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     generator_state = torch.random.get_rng_state()
     try:
-        return _encode(cfg, token_input, out, views, seed, batch_size, log)
+        return _encode(cfg, token_input, out, views, seed, batch_size, log, show_progress)
     finally:
         torch.random.set_rng_state(generator_state)
 
 
-def _encode(cfg, token_input, out, views, seed, batch_size, log) -> dict:
+def _encode(cfg, token_input, out, views, seed, batch_size, log, show_progress) -> dict:
     from mmpretrain.registry import MODELS
 
     from mmaddp.models.adapters import CodeTokenEmbed
@@ -81,6 +85,7 @@ def _encode(cfg, token_input, out, views, seed, batch_size, log) -> dict:
     labels = np.array([int(sample.gt_label[0]) for sample in samples], np.int64)
     dtype = np.uint8 if embed.num_codes <= 256 else np.int16
     ids = None
+    bar = ProgressBar(views * math.ceil(n / batch_size), file=sys.stderr) if show_progress else None
     torch.manual_seed(seed)
     with torch.no_grad():
         for view in range(views):
@@ -92,7 +97,10 @@ def _encode(cfg, token_input, out, views, seed, batch_size, log) -> dict:
                 if ids is None:
                     ids = np.empty((views, n) + codes.shape[1:], dtype)
                 ids[view, start:start + len(codes)] = codes
-            log(f'progress: code ids of view {view + 1}/{views} ({n} images) encoded')
+                if bar is not None:
+                    bar.update()
+            if bar is None:
+                log(f'progress: code ids of view {view + 1}/{views} ({n} images) encoded')
     tmp = out + '.tmp.npz'  # np.savez appends .npz to names without it
     np.savez(
         tmp,
@@ -127,7 +135,8 @@ def main():
     cfg.merge_from_dict(args.cfg_options)
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     start = time.time()
-    info = encode_training_views(cfg, args.out, views=args.views, seed=args.seed)
+    info = encode_training_views(
+        cfg, args.out, views=args.views, seed=args.seed, show_progress=True)
     print(f'wrote {info["file"]}: {info["views"]} views x {info["images"]} images, grid '
           f'{info["grid"]}, in {time.time() - start:.0f} s')
 
