@@ -150,7 +150,7 @@ def knn_accuracy(train_features: torch.Tensor,
                                      temperature)
         ranked = scores.argsort(dim=1, descending=True)
         hits = ranked == query_labels.view(-1, 1)
-        result[f'k{k}/top1'] = 100.0 * hits[:, :1].any(1).float().mean().item()
+        result[f'k{k}/top1'] = 100.0 * hits[:, :1].any(1).double().mean().item()
         if num_classes > 5:
-            result[f'k{k}/top5'] = 100.0 * hits[:, :5].any(1).float().mean().item()
+            result[f'k{k}/top5'] = 100.0 * hits[:, :5].any(1).double().mean().item()
     return result
