@@ -28,3 +28,33 @@ def exit_on_bad_input(main: Callable[[], object]) -> None:
         line = lines[0] if lines else type(err).__name__
         print(f'{osp.basename(sys.argv[0])}: error: {line}', file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def add_frozen_encoder_arguments(parser, what: str) -> None:
+    """The arguments shared by the tools that read a frozen ``ADDPViT``
+    (``tools/analysis_tools/linear_probe.py``, ``knn_eval.py``): CONFIG,
+    CHECKPOINT or ``--random``, ``--seed``, ``--out`` and ``--cfg-options``.
+    ``what`` names the tool's action in the help (e.g. ``'probe'``)."""
+    from mmengine.config import DictAction
+    parser.add_argument('config', help='a classification config with an ADDPViT backbone')
+    parser.add_argument('checkpoint', nargs='?', help='ADDP / mmaddp checkpoint of the encoder')
+    parser.add_argument(
+        '--random',
+        action='store_true',
+        help=f'{what} the encoder at its initialisation from scratch')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the random init')
+    parser.add_argument('--out', help='write the result as JSON here')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config (key=value; unknown keys refused)')
+
+
+def check_frozen_encoder_arguments(parser, args) -> None:
+    """Exactly one of CHECKPOINT and ``--random``, and the checkpoint exists;
+    ``parser.error`` (one line, status 2) otherwise."""
+    if (args.checkpoint is None) == (not args.random):
+        parser.error('give a CHECKPOINT or --random (one of them)')
+    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint file not found: {args.checkpoint}')

@@ -15,39 +15,27 @@ encoder at its initialisation from scratch. Prints and writes
 """
 import argparse
 import json
-import os
 import os.path as osp
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmaddp  # noqa: F401
+from mmaddp.engine.hooks import write_atomically
 from mmaddp.evaluation.frozen_features import extract_features, knn_accuracy
 from mmaddp.registry import MODELS
 from mmaddp.utils import check_image_loading, exit_on_bad_input, merge_cfg_options_strict
+from mmaddp.utils.cli import add_frozen_encoder_arguments, check_frozen_encoder_arguments
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Weighted k-NN on frozen features')
-    parser.add_argument('config', help='a classification config with an ADDPViT backbone')
-    parser.add_argument('checkpoint', nargs='?', help='ADDP / mmaddp checkpoint of the encoder')
-    parser.add_argument(
-        '--random', action='store_true', help='the encoder at its initialisation from scratch')
+    add_frozen_encoder_arguments(parser, 'classify with')
     parser.add_argument('--k', type=int, nargs='+', default=[20, 200], help='neighbours')
     parser.add_argument('--temperature', type=float, default=0.07)
-    parser.add_argument('--seed', type=int, default=0, help='seed of the random init')
-    parser.add_argument('--out', help='write the result as JSON here')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config (key=value; unknown keys refused)')
     args = parser.parse_args()
-    if (args.checkpoint is None) == (not args.random):
-        parser.error('give a CHECKPOINT or --random (one of them)')
-    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
-        parser.error(f'checkpoint file not found: {args.checkpoint}')
+    check_frozen_encoder_arguments(parser, args)
     return args
 
 
@@ -83,10 +71,7 @@ def main():
         encoder='random' if args.random else args.checkpoint)
     print(json.dumps(result))
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out + '.tmp', 'w') as f:
-            json.dump(result, f, indent=2)
-        os.replace(args.out + '.tmp', args.out)
+        write_atomically(args.out, json.dumps(result, indent=2))
 
 
 if __name__ == '__main__':

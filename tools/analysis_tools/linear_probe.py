@@ -16,27 +16,22 @@ Writes ``{"top1": ..., "train_images": ..., "features": ...}``.
 """
 import argparse
 import json
-import os
-import os.path as osp
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmaddp  # noqa: E402,F401
+from mmaddp.engine.hooks import write_atomically
 from mmaddp.evaluation.frozen_features import extract_features
 from mmaddp.registry import MODELS
+from mmaddp.utils.cli import add_frozen_encoder_arguments, check_frozen_encoder_arguments
 from mmaddp.utils.config import merge_cfg_options_strict
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Linear probe of a frozen encoder')
-    parser.add_argument('config', help='a classification config with an ADDPViT backbone')
-    parser.add_argument('checkpoint', nargs='?', help='ADDP / mmaddp checkpoint of the encoder')
-    parser.add_argument(
-        '--random',
-        action='store_true',
-        help='probe the encoder at its initialisation from scratch')
+    add_frozen_encoder_arguments(parser, 'probe')
     parser.add_argument('--train-per-class', type=int, default=300)
     parser.add_argument('--C', type=float, default=0.1, help='inverse L2 strength')
     parser.add_argument(
@@ -45,18 +40,8 @@ def parse_args():
         default='tokens',
         help='tokens: the class token and every patch token, flattened; '
         'pooled: the class token and the mean patch token')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the random init')
-    parser.add_argument('--out', help='write the result as JSON here')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config (key=value; unknown keys refused)')
     args = parser.parse_args()
-    if (args.checkpoint is None) == (not args.random):
-        parser.error('give a CHECKPOINT or --random (one of them)')
-    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
-        parser.error(f'checkpoint file not found: {args.checkpoint}')
+    check_frozen_encoder_arguments(parser, args)
     return args
 
 
@@ -109,10 +94,7 @@ def main():
         encoder='random' if args.random else args.checkpoint)
     print(json.dumps(result))
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out + '.tmp', 'w') as f:
-            json.dump(result, f, indent=2)
-        os.replace(args.out + '.tmp', args.out)
+        write_atomically(args.out, json.dumps(result, indent=2))
 
 
 if __name__ == '__main__':
