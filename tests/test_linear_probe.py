@@ -11,7 +11,6 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.registry import DefaultScope
 from PIL import Image
 
 from mmaddp.evaluation.frozen_features import knn_accuracy, weighted_knn_scores
@@ -77,25 +76,56 @@ def test_demo_linear_probe_trains_the_head_only(tmp_path, demo_root):
 
 
 @pytest.mark.parametrize('config', IMAGENET_PROBES, ids=['vit-b', 'vit-l'])
-def test_imagenet_linear_probe_configs(config):
+def test_imagenet_linear_probe_configs(config, demo_root, tmp_path):
+    """The paper-scale probes: the MAE recipe's numbers, and one real
+    iteration through the runner (full-depth encoder at 64 px on the bundled
+    images, 10 classes, no AMP on CPU) that moves the head and nothing else."""
+    from mmengine.runner import Runner
     cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(cfg.model)
-    trainable = sorted(name for name, p in model.named_parameters() if p.requires_grad)
-    assert trainable == ['head.fc.bias', 'head.fc.weight']
-    width = {'vit-base': 768, 'vit-large': 1024}[osp.basename(config).split('-p16')[0][5:]]
-    assert model.head.fc.weight.shape == (1000, width)
-    model.train()
-    assert not any(m.training for m in model.backbone.modules() if not list(m.children()))
     # the MAE recipe: LARS at 0.1 per 256 images, no weight decay, 90 epochs
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'LARS' and optimizer.weight_decay == 0.0
     batch = cfg.train_dataloader.batch_size * 8
     assert optimizer.lr == pytest.approx(0.1 * batch / 256)
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=batch)
     assert cfg.train_cfg.max_epochs == 90
     assert [t['type'] for t in cfg.train_dataloader.dataset.pipeline
             ][1:] == ['RandomResizedCrop', 'RandomFlip', 'PackInputs']
+    width = {'vit-base': 768, 'vit-large': 1024}[osp.basename(config).split('-p16')[0][5:]]
+    assert cfg.model.head.in_channels == cfg.model.neck.input_features == width
+
+    cfg.work_dir = str(tmp_path)
+    cfg.model.backbone.update(init_cfg=None, img_size=64)
+    cfg.model.head.num_classes = cfg.data_preprocessor.num_classes = 10
+    cfg.optim_wrapper.type = 'OptimWrapper'  # CUDA AMP has no CPU path
+    cfg.param_scheduler = None  # the full lr from the first step
+    cfg.default_hooks.checkpoint = None
+    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
+    cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
+    loader = cfg.train_dataloader
+    loader.update(batch_size=4, num_workers=0, persistent_workers=False, pin_memory=False)
+    loader.dataset.pop('split')
+    loader.dataset.update(
+        type='CustomDataset',
+        data_root=osp.join(demo_root, 'imagenet'),
+        data_prefix='train',
+        indices=4)  # one epoch = one iteration
+    loader.dataset.pipeline[1].scale = 64
+    cfg.train_cfg.update(max_epochs=1, val_interval=10**6)
+    runner = Runner.from_cfg(cfg)
+    snapshot = _Snapshot()
+    runner.register_hook(snapshot)
+    runner.train()
+    model = runner.model
+    trainable = sorted(name for name, p in model.named_parameters() if p.requires_grad)
+    assert trainable == ['head.fc.bias', 'head.fc.weight']
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], snapshot.before[k])}
+    assert {'head.fc.weight', 'head.fc.bias'} <= changed
+    assert not {k for k in changed if k.startswith('backbone.')}
+    assert len(snapshot.losses) == 1 and np.isfinite(snapshot.losses[0])
+    model.train()
+    assert not any(m.training for m in model.backbone.modules() if not list(m.children()))
 
 
 def test_weighted_knn_matches_scikit_learn():

@@ -84,7 +84,7 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
-auto_scale_lr = dict(base_batch_size=batch_size * num_gpus)
+auto_scale_lr = dict(enable=True, base_batch_size=batch_size * num_gpus)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
