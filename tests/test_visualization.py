@@ -73,6 +73,9 @@ def test_demo_validation_writes_prediction_pictures(tmp_path, demo_root, config)
     if config == DET_CFG:
         cfg.val_evaluator.ann_file = options['test_evaluator.ann_file']
     cfg.default_hooks.visualization.interval = 4  # val batches 0 and 4
+    # validation alone: no training set (the hooks' step would build its loop)
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+        cfg[key] = None
     runner = Runner.from_cfg(cfg)
     runner.val()
     pictures = _pictures(osp.join(str(tmp_path), runner.timestamp, 'vis_data'))

@@ -55,6 +55,15 @@ def load_release_classifier(runner, state, path):
                          "out_type='avg_featmap', pre_norm=False, final_norm=False)")
 
 
+def drop_training_parts(cfg) -> None:
+    """Testing builds no training set: without this, a hook that reads
+    ``runner.iter`` while testing (mmseg's ``SegVisualizationHook`` does, for
+    the picture's step) makes the runner build the training loop, and with it
+    the training dataset, which a machine holding only the test split lacks."""
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+        cfg[key] = None
+
+
 def draw_test_predictions(cfg, show_dir: str) -> None:
     """Turn on the config's visualization hook for every test image, writing
     the pictures under ``show_dir``, the way mmpretrain's, mmdet's and
@@ -128,6 +137,7 @@ def main():
 
     if args.show_dir is not None:
         draw_test_predictions(cfg, args.show_dir)
+    drop_training_parts(cfg)
 
     prepare_launch(cfg)
     runner = Runner.from_cfg(cfg)
