@@ -66,6 +66,10 @@ def test_demo_validation_writes_prediction_pictures(tmp_path, demo_root, config)
     cfg = Config.fromfile(config)
     cfg.model.backbone.init_cfg = None
     cfg.work_dir = str(tmp_path)
+    # mmengine keeps one visualizer per name in a process and the default
+    # runtimes call it 'visualizer': a name of its own keeps an earlier
+    # test's visualizer (and its save_dir) from being reused here
+    cfg.visualizer.name = f'visualizer_{tmp_path.name}'
     options = dict(o.split('=', 1) for o in _data_options(config, demo_root))
     root = options['test_dataloader.dataset.data_root']
     cfg.val_dataloader.update(num_workers=0, persistent_workers=False, batch_size=1)
