@@ -101,6 +101,20 @@ def trained_predictor(tmp_path_factory, trained_tokenizer):
     return work / f'iter_{ITERS}.pth'
 
 
+def build_runner(cfg):
+    """``Runner.from_cfg`` for a test that builds runners in-process.
+
+    mmengine keeps one visualizer per name in a process (``ManagerMixin``) and
+    the OpenMMLab default runtimes name theirs ``'visualizer'``, so a second
+    runner would reuse an earlier test's visualizer and its save_dir. The
+    tools build one runner per process; the tests name each visualizer after
+    the run's work dir instead."""
+    from mmengine.runner import Runner
+    if cfg.get('visualizer'):
+        cfg.visualizer.name = f'visualizer_{osp.basename(osp.normpath(cfg.work_dir))}'
+    return Runner.from_cfg(cfg)
+
+
 def load_tool(relpath: str):
     """Import a script of ``tools/`` (e.g. ``'dataset_converters/cache_code_ids.py'``)
     as a module, to test its functions."""

@@ -15,7 +15,7 @@ from PIL import Image
 
 from mmaddp.evaluation.frozen_features import knn_accuracy, weighted_knn_scores
 from mmaddp.registry import MODELS
-from conftest import ROOT, run
+from conftest import ROOT, build_runner, run
 
 PROBE_DIR = osp.join(ROOT, 'configs', 'linear_probe')
 DEMO_PROBE = osp.join(PROBE_DIR, 'addp-vit-nano-p4_1xb256-linear-600i_demo.py')
@@ -41,7 +41,6 @@ class _Snapshot(Hook):
 
 
 def test_demo_linear_probe_trains_the_head_only(tmp_path, demo_root):
-    from mmengine.runner import Runner
     cfg = Config.fromfile(DEMO_PROBE)
     cfg.model.backbone.init_cfg = None  # random weights: no demo checkpoint in the tests
     cfg.work_dir = str(tmp_path)
@@ -52,7 +51,7 @@ def test_demo_linear_probe_trains_the_head_only(tmp_path, demo_root):
         loader.update(batch_size=32, num_workers=0, persistent_workers=False)
         loader.dataset.data_root = data_root
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1000)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     snapshot = _Snapshot()
     runner.register_hook(snapshot)
     runner.train()
@@ -80,7 +79,6 @@ def test_imagenet_linear_probe_configs(config, demo_root, tmp_path):
     """The paper-scale probes: the MAE recipe's numbers, and one real
     iteration through the runner (full-depth encoder at 64 px on the bundled
     images, 10 classes, no AMP on CPU) that moves the head and nothing else."""
-    from mmengine.runner import Runner
     cfg = Config.fromfile(config)
     # the MAE recipe: LARS at 0.1 per 256 images, no weight decay, 90 epochs
     optimizer = cfg.optim_wrapper.optimizer
@@ -112,7 +110,7 @@ def test_imagenet_linear_probe_configs(config, demo_root, tmp_path):
         indices=4)  # one epoch = one iteration
     loader.dataset.pipeline[1].scale = 64
     cfg.train_cfg.update(max_epochs=1, val_interval=10**6)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     snapshot = _Snapshot()
     runner.register_hook(snapshot)
     runner.train()

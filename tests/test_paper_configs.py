@@ -45,7 +45,8 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import PARAM_SCHEDULERS, DefaultScope
-from mmengine.runner import Runner
+
+from conftest import build_runner
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TASK_DIRS = ('imagenet', 'upernet', 'mask_rcnn')
@@ -381,7 +382,6 @@ def _for_one_cpu_iteration(cfg, task, demo_root, work_dir):
     cfg.work_dir = str(work_dir)
     cfg.log_level = 'WARNING'
     cfg.launcher = 'none'
-    cfg.visualizer.name = f'vis_{osp.basename(str(work_dir))}'
     cfg.optim_wrapper.type = 'OptimWrapper'
     for key in ('dtype', 'loss_scale'):
         cfg.optim_wrapper.pop(key, None)
@@ -466,7 +466,7 @@ def test_one_training_iteration(rel, demo_root, tmp_path):
     del net, outs
 
     batch = _for_one_cpu_iteration(cfg, task, demo_root, tmp_path)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     probe = _Probe()
     runner.register_hook(probe, priority='LOWEST')
     runner.train()

@@ -13,7 +13,7 @@ from mmengine.config import Config
 from PIL import Image
 from test_inferencers import CLS_CFG, DET_CFG, SEG_CFG, _random_checkpoint
 
-from conftest import ROOT
+from conftest import ROOT, build_runner
 
 DRAWING_CONFIGS = {
     'DetVisualizationHook': sorted(glob.glob(osp.join(ROOT, 'configs', 'mask_rcnn', '*.py'))),
@@ -62,14 +62,9 @@ def test_dense_configs_draw_val_predictions(hook, config):
 def test_demo_validation_writes_prediction_pictures(tmp_path, demo_root, config):
     """A val pass of the demo config (random weights) leaves the hook's
     pictures in the run's vis_data folder, at the data's size."""
-    from mmengine.runner import Runner
     cfg = Config.fromfile(config)
     cfg.model.backbone.init_cfg = None
     cfg.work_dir = str(tmp_path)
-    # mmengine keeps one visualizer per name in a process and the default
-    # runtimes call it 'visualizer': a name of its own keeps an earlier
-    # test's visualizer (and its save_dir) from being reused here
-    cfg.visualizer.name = f'visualizer_{tmp_path.name}'
     options = dict(o.split('=', 1) for o in _data_options(config, demo_root))
     root = options['test_dataloader.dataset.data_root']
     cfg.val_dataloader.update(num_workers=0, persistent_workers=False, batch_size=1)
@@ -80,7 +75,7 @@ def test_demo_validation_writes_prediction_pictures(tmp_path, demo_root, config)
     # validation alone: no training set (the hooks' step would build its loop)
     for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
         cfg[key] = None
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.val()
     pictures = _pictures(osp.join(str(tmp_path), runner.timestamp, 'vis_data'))
     assert len(pictures) == 2, pictures

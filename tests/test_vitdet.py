@@ -14,6 +14,7 @@ from timm.models.vision_transformer import Block
 from mmaddp.models import ADDPViT, SimpleFeaturePyramid
 from mmaddp.models.adapters import WindowBlock
 from mmaddp.models.backbones.addp_vit import load_addp_encoder_state_dict
+from conftest import build_runner
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
@@ -371,7 +372,6 @@ def test_paper_config_builds_and_trains_one_iteration(arch, demo_root, tmp_path)
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner
 
     width, depth, heads, global_idx, decay, dpr = EXPECTED[arch]
     cfg = Config.fromfile(CONFIGS[arch])
@@ -429,7 +429,7 @@ def test_paper_config_builds_and_trains_one_iteration(arch, demo_root, tmp_path)
     cfg.optim_wrapper.type = 'OptimWrapper'
     cfg.default_hooks.checkpoint.update(interval=1000, save_last=False)
     cfg.default_hooks.logger.interval = 1
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     bb = runner.model.backbone
     before = bb.blocks[0].attn.qkv.weight.detach().clone()
     runner.train()
