@@ -44,6 +44,20 @@ def build_addp_b(device, frozen_precision='autocast', dropout=False):
     return model.to(device)
 
 
+def find_tcmalloc():
+    """The path of the system's tcmalloc (for ``LD_PRELOAD``), or None."""
+    import ctypes.util
+    import glob
+    name = ctypes.util.find_library('tcmalloc_minimal') or ctypes.util.find_library('tcmalloc')
+    if name is None:
+        return None
+    for folder in ('/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib'):
+        hits = sorted(glob.glob(os.path.join(folder, name)))
+        if hits:
+            return hits[0]
+    return None
+
+
 def has_fast_bf16(device) -> bool:
     """bf16 arithmetic in hardware: the CPU's flags, or the GPU's support."""
     import torch

@@ -16,6 +16,14 @@ in for the authors' release.
 * ``bf16``: ``ADDP.generate(bf16=True)`` with ``frozen_precision='bf16'``
   (frozen parts in bf16, the VQGAN channels-last, nearest-code search fp32).
   Skipped where the device has no bf16 arithmetic.
+* ``fp32_keep``, ``bf16_keep``: ``fp32`` / ``bf16`` with host memory kept
+  for reuse (:func:`mmaddp.utils.keep_freed_host_memory`, what
+  ``tools/generate.py`` sets on a machine without CUDA); the other rows run
+  with glibc's defaults, as every run did before. CPU only.
+* ``bf16_tcmalloc``: ``bf16`` with tcmalloc preloaded, for reference, where
+  the system has it (CPU only; the tools do not do this).
+
+``--variants`` picks a subset (default: all but ``fp32_frozen``).
 
 Weights are random at the released sizes. Each variant runs in its own
 process; all sample with the same seed, and the parent compares their token
@@ -38,11 +46,19 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import append_results, build_addp_b, gemm_peak, has_fast_bf16, machine  # noqa: E402
+from common import (
+    append_results,
+    build_addp_b,
+    find_tcmalloc,
+    gemm_peak,  # noqa: E402
+    has_fast_bf16,
+    machine)
 
 SEED = 0
+VARIANTS = ('release', 'fp32', 'fp32_frozen', 'bf16', 'fp32_keep', 'bf16_keep', 'bf16_tcmalloc')
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != 'fp32_frozen')
 #: frozen_precision of each variant (default: as shipped, 'autocast')
-FROZEN = dict(fp32_frozen='fp32', bf16='bf16')
+FROZEN = dict(fp32_frozen='fp32', bf16='bf16', bf16_keep='bf16', bf16_tcmalloc='bf16')
 
 
 def straightforward_generate(model, num_samples, steps, seed):
@@ -92,7 +108,7 @@ def run_variant(variant, device, batch, steps, repeats, warmup, dump):
 
         def sample():
             images, trace = model.generate(
-                batch, steps=steps, seed=SEED, return_trace=True, bf16=variant == 'bf16')
+                batch, steps=steps, seed=SEED, return_trace=True, bf16=variant.startswith('bf16'))
             return images, trace[-1]['ids']
 
     def sync():
@@ -147,6 +163,12 @@ def main():
         type=int,
         default=None,
         help='untimed calls first (default: 1 on CPU, 2 on CUDA; 0 allowed)')
+    parser.add_argument(
+        '--variants',
+        nargs='+',
+        choices=VARIANTS,
+        default=list(DEFAULT_VARIANTS),
+        help='variants to run (release first: the others are compared with it)')
     parser.add_argument('--variant', help=argparse.SUPPRESS)
     parser.add_argument('--dump', help=argparse.SUPPRESS)
     parser.add_argument('--out', default=osp.join(HERE, 'results', 'generate.md'))
@@ -158,6 +180,9 @@ def main():
     warmup = args.warmup if args.warmup is not None else (2 if device == 'cuda' else 1)
     if args.variant:  # child process: one variant, JSON on the last line
         from mmaddp.models.layers import explicit_attention
+        from mmaddp.utils import keep_freed_host_memory
+        if args.variant.endswith('_keep') and keep_freed_host_memory() is None:
+            raise RuntimeError('host memory could not be kept for reuse here (no glibc?)')
         plain = explicit_attention() if args.variant == 'release' else nullcontext()
         with plain:  # written-out attention in every block: the release's way
             result = run_variant(args.variant, device, batch, args.steps, repeats, warmup,
@@ -168,9 +193,21 @@ def main():
     peak = gemm_peak(device)
     rows, dumps = [], {}
     tmp = tempfile.mkdtemp(prefix='addp_generate_')
-    for variant in ('release', 'fp32', 'fp32_frozen', 'bf16'):
-        if variant == 'bf16' and not bf16:
+    if 'release' not in args.variants:
+        parser.error('--variants must include release (the others are compared with it)')
+    tcmalloc = find_tcmalloc()
+    for variant in sorted(args.variants, key=VARIANTS.index):
+        if variant.startswith('bf16') and not bf16:
             continue
+        if (variant.endswith('_keep') or variant.endswith('_tcmalloc')) and device != 'cpu':
+            continue  # host-memory variants: a CPU question
+        if variant == 'bf16_tcmalloc' and tcmalloc is None:
+            continue
+        # glibc's defaults unless the variant keeps host memory itself
+        env = dict(
+            os.environ, MMADDP_CPU_ALLOCATOR='keep' if variant.endswith('_keep') else 'default')
+        if variant == 'bf16_tcmalloc':
+            env['LD_PRELOAD'] = tcmalloc
         dumps[variant] = osp.join(tmp, variant + '.pt')
         cmd = [
             sys.executable, __file__, '--device', device, '--batch-size',
@@ -179,7 +216,7 @@ def main():
             str(repeats), '--warmup',
             str(warmup), '--variant', variant, '--dump', dumps[variant]
         ]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     dumped = {v: torch.load(path) for v, path in dumps.items()}
@@ -198,16 +235,23 @@ def main():
         f'{os.getloadavg()[0]:.2f}. GEMM peak in the same run (2048^2): fp32 '
         f'{peak["fp32"]:.0f} GFLOP/s, bf16 {bf16_peak}.\n',
         f'Command: `python benchmarks/generate.py {flags}`\n',
-        f'| variant | images/s | s per batch (mean / min) | s per step | vs release | {mem} '
-        '| final ids equal to the release stand-in\'s |',
-        '|---|---|---|---|---|---|---|',
+        f'| variant | images/s | s per batch (mean / min) | s per step | vs release '
+        f'| vs mmaddp fp32 | {mem} | final ids equal to the release stand-in\'s |',
+        '|---|---|---|---|---|---|---|---|',
     ]
     ref = dumped['release']['ids']
+    by = {r['variant']: r for r in rows}
+
+    def vs_fp32(r):
+        fp32 = by.get('fp32')
+        return '-' if fp32 is None else f"{r['images_per_s'] / fp32['images_per_s']:.2f}x"
+
     for r in rows:
         same = int((dumped[r['variant']]['ids'] == ref).sum())
         lines.append(f"| {r['variant']} | {r['images_per_s']:.3f} | {r['s_per_batch']:.1f} / "
                      f"{r['s_min']:.1f} | {r['s_per_batch'] / r['steps']:.2f} | "
-                     f"{r['images_per_s'] / base['images_per_s']:.2f}x | {r['peak_gib']:.2f} | "
+                     f"{r['images_per_s'] / base['images_per_s']:.2f}x | {vs_fp32(r)} | "
+                     f"{r['peak_gib']:.2f} | "
                      f"{same} / {ref.numel()} |")
     if not bf16:
         lines.append('\nbf16 row skipped: the device reports no bf16 arithmetic.')

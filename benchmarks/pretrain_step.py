@@ -22,6 +22,12 @@ Variants (the same random weights, images and masks):
   the VQGAN decoder held in bf16, channels-last; the VQGAN encoder fp32
   channels-last and the nearest-code search fp32, so the code ids are the
   fp32 path's).
+* ``*_keep``: the same with host memory kept for reuse
+  (:func:`mmaddp.utils.keep_freed_host_memory`, what ``tools/train.py``
+  sets on a machine without CUDA); the rows without it run with glibc's
+  defaults, as every run did before.
+* ``bf16_tcmalloc``: ``bf16`` with tcmalloc preloaded (``LD_PRELOAD``),
+  for reference, where the system has the library; the tools do not do this.
 
 Each variant runs in its own process so its peak memory is its own. The run
 also measures the device's GEMM peak and, on CPU, names the flags that
@@ -29,6 +35,7 @@ decide the kernels. Results are appended to ``benchmarks/results/pretrain_step.m
 """
 import argparse
 import json
+import os
 import os.path as osp
 import resource
 import subprocess
@@ -40,9 +47,16 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import append_results, build_addp_b, gemm_peak, has_fast_bf16, machine  # noqa: E402
+from common import (
+    append_results,
+    build_addp_b,
+    find_tcmalloc,
+    gemm_peak,  # noqa: E402
+    has_fast_bf16,
+    machine)
 
-VARIANTS = ('release', 'fp32', 'fp32_frozen', 'fp32_fused', 'bf16', 'bf16_frozen')
+VARIANTS = ('release', 'fp32', 'fp32_frozen', 'fp32_fused', 'bf16', 'bf16_frozen', 'fp32_keep',
+            'fp32_fused_keep', 'bf16_keep', 'bf16_frozen_keep', 'bf16_tcmalloc')
 NAMES = dict(
     release='release stand-in (fp32, 2 predictor passes, attention by hand)',
     fp32='mmaddp fp32',
@@ -50,9 +64,15 @@ NAMES = dict(
     fp32_fused='mmaddp fp32, fused AdamW',
     bf16='mmaddp bf16 autocast (VQGAN encoder too), fused AdamW',
     bf16_frozen="mmaddp bf16 autocast, frozen_precision='bf16' (exact code ids), fused AdamW")
+NAMES.update({
+    f'{v}_keep': f'{NAMES[v]}; host memory kept for reuse'
+    for v in ('fp32', 'fp32_fused', 'bf16', 'bf16_frozen')
+})
+NAMES['bf16_tcmalloc'] = NAMES['bf16'] + '; tcmalloc preloaded (reference)'
 #: variants whose AdamW is torch's fused kernel
-FUSED = ('fp32_fused', 'bf16', 'bf16_frozen')
-FROZEN = dict(fp32_frozen='fp32', bf16_frozen='bf16')
+FUSED = ('fp32_fused', 'bf16', 'bf16_frozen', 'fp32_fused_keep', 'bf16_keep', 'bf16_frozen_keep',
+         'bf16_tcmalloc')
+FROZEN = dict(fp32_frozen='fp32', bf16_frozen='bf16', bf16_frozen_keep='bf16')
 #: FLOP of one ADDP-B step per image (torch.utils.flop_counter, issue 21)
 GFLOP_PER_IMAGE = 723
 
@@ -152,6 +172,9 @@ def main():
     warmup = args.warmup or (3 if device == 'cuda' else 1)
     if args.variant:  # child process: one variant, JSON on the last line
         from mmaddp.models.layers import explicit_attention
+        from mmaddp.utils import keep_freed_host_memory
+        if args.variant.endswith('_keep') and keep_freed_host_memory() is None:
+            raise RuntimeError('host memory could not be kept for reuse here (no glibc?)')
         plain = explicit_attention() if args.variant == 'release' else nullcontext()
         with plain:
             result = run_variant(args.variant, device, batch, steps, warmup)
@@ -160,16 +183,26 @@ def main():
     bf16 = has_fast_bf16(device)
     peak = gemm_peak(device)
     rows = []
+    tcmalloc = find_tcmalloc()
     for variant in VARIANTS:
         if variant.startswith('bf16') and not bf16:
             continue
+        if (variant.endswith('_keep') or variant.endswith('_tcmalloc')) and device != 'cpu':
+            continue  # host-memory variants: a CPU question
+        if variant == 'bf16_tcmalloc' and tcmalloc is None:
+            continue
+        # glibc's defaults unless the variant keeps host memory itself
+        env = dict(
+            os.environ, MMADDP_CPU_ALLOCATOR='keep' if variant.endswith('_keep') else 'default')
+        if variant == 'bf16_tcmalloc':
+            env['LD_PRELOAD'] = tcmalloc
         cmd = [
             sys.executable, __file__, '--device', device, '--batch',
             str(batch), '--steps',
             str(steps), '--warmup',
             str(warmup), '--variant', variant
         ]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     by = {r['variant']: r for r in rows}

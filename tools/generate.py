@@ -32,7 +32,7 @@ from mmengine.utils import ProgressBar
 import mmaddp  # noqa: F401
 from mmaddp.apis import ADDPGenerationInferencer
 from mmaddp.apis.generation_inferencer import SAMPLERS
-from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_launch
+from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_cpu_memory, prepare_launch
 from mmaddp.utils.generation import (SAMPLE_NAME, check_output_dir, iter_batches, list_sample_files,
                                      shard_indices)
 
@@ -155,6 +155,7 @@ def main(argv=None):
         torch.cuda.set_device(device)
     else:
         device = torch.device('cpu')
+        prepare_cpu_memory()
     check_output_dir(args.out, args.overwrite)  # fail fast, before building
     inferencer = ADDPGenerationInferencer(
         cfg,

@@ -12,7 +12,8 @@ from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401
 from mmaddp.checkpoint import filter_state_dict, load_state_into, read_state_dict, recognise_layout
-from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_launch, save_test_metrics
+from mmaddp.utils import (exit_on_bad_input, load_tool_config, prepare_cpu_memory, prepare_launch,
+                          save_test_metrics)
 
 
 def parse_args():
@@ -140,6 +141,7 @@ def main():
     drop_training_parts(cfg)
 
     prepare_launch(cfg)
+    prepare_cpu_memory()
     runner = Runner.from_cfg(cfg)
     if release_state is not None:
         load_release_classifier(runner, release_state, args.checkpoint)

@@ -15,7 +15,8 @@ import mmaddp  # noqa: F401  (registers models, allow-lists checkpoint classes)
 from mmaddp.checkpoint import (check_runner_checkpoint, load_checkpoint_file,
                                newest_readable_checkpoint)
 from mmaddp.engine.optimizers import cpu_has_fast_bf16
-from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_launch, save_test_metrics
+from mmaddp.utils import (exit_on_bad_input, load_tool_config, prepare_cpu_memory, prepare_launch,
+                          save_test_metrics)
 
 
 def parse_args():
@@ -120,6 +121,7 @@ def main():
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
 
     prepare_launch(cfg)
+    prepare_cpu_memory()
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
