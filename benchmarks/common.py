@@ -79,7 +79,8 @@ def machine(device) -> str:
             cpu = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    wanted = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'avx512_vnni')
+    wanted = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'avx512_vnni',
+              'avx512_fp16', 'amx_fp16')
     flags = [f for f in wanted if f in cpu_flags()]
     text = ' '.join(flags) if flags else 'none of ' + ' '.join(wanted)
     return (f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__} '
