@@ -46,13 +46,7 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import (
-    append_results,
-    build_addp_b,
-    find_tcmalloc,
-    gemm_peak,  # noqa: E402
-    has_fast_bf16,
-    machine)
+from common import append_results, build_addp_b, find_tcmalloc, gemm_peak, has_fast_bf16, machine
 
 SEED = 0
 VARIANTS = ('release', 'fp32', 'fp32_frozen', 'bf16', 'fp32_keep', 'bf16_keep', 'bf16_tcmalloc')

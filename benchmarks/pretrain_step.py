@@ -47,13 +47,7 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import (
-    append_results,
-    build_addp_b,
-    find_tcmalloc,
-    gemm_peak,  # noqa: E402
-    has_fast_bf16,
-    machine)
+from common import append_results, build_addp_b, find_tcmalloc, gemm_peak, has_fast_bf16, machine
 
 VARIANTS = ('release', 'fp32', 'fp32_frozen', 'fp32_fused', 'bf16', 'bf16_frozen', 'fp32_keep',
             'fp32_fused_keep', 'bf16_keep', 'bf16_frozen_keep', 'bf16_tcmalloc')
