@@ -58,6 +58,24 @@ def find_tcmalloc():
     return None
 
 
+def variant_env(variant: str, device: str, bf16: bool, tcmalloc):
+    """The environment a variant's process runs in, or None to skip it.
+
+    ``bf16*`` variants need bf16 arithmetic; ``*_keep`` (host memory kept
+    for reuse) and ``*_tcmalloc`` (``tcmalloc``: its path, or None where the
+    system has none) are CPU questions. Every other variant gets glibc's
+    allocator defaults (``MMADDP_CPU_ALLOCATOR=default``)."""
+    host = variant.endswith('_keep') or variant.endswith('_tcmalloc')
+    if (variant.startswith('bf16') and not bf16) or (host and device != 'cpu'):
+        return None
+    env = dict(os.environ, MMADDP_CPU_ALLOCATOR='keep' if variant.endswith('_keep') else 'default')
+    if variant.endswith('_tcmalloc'):
+        if tcmalloc is None:
+            return None
+        env['LD_PRELOAD'] = tcmalloc
+    return env
+
+
 def has_fast_bf16(device) -> bool:
     """bf16 arithmetic in hardware: the CPU's flags, or the GPU's support."""
     import torch

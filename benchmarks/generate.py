@@ -46,7 +46,8 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import append_results, build_addp_b, find_tcmalloc, gemm_peak, has_fast_bf16, machine
+from common import (append_results, build_addp_b, find_tcmalloc, gemm_peak, has_fast_bf16, machine,
+                    variant_env)
 
 SEED = 0
 VARIANTS = ('release', 'fp32', 'fp32_frozen', 'bf16', 'fp32_keep', 'bf16_keep', 'bf16_tcmalloc')
@@ -191,17 +192,9 @@ def main():
         parser.error('--variants must include release (the others are compared with it)')
     tcmalloc = find_tcmalloc()
     for variant in sorted(args.variants, key=VARIANTS.index):
-        if variant.startswith('bf16') and not bf16:
+        env = variant_env(variant, device, bf16, tcmalloc)
+        if env is None:
             continue
-        if (variant.endswith('_keep') or variant.endswith('_tcmalloc')) and device != 'cpu':
-            continue  # host-memory variants: a CPU question
-        if variant == 'bf16_tcmalloc' and tcmalloc is None:
-            continue
-        # glibc's defaults unless the variant keeps host memory itself
-        env = dict(
-            os.environ, MMADDP_CPU_ALLOCATOR='keep' if variant.endswith('_keep') else 'default')
-        if variant == 'bf16_tcmalloc':
-            env['LD_PRELOAD'] = tcmalloc
         dumps[variant] = osp.join(tmp, variant + '.pt')
         cmd = [
             sys.executable, __file__, '--device', device, '--batch-size',

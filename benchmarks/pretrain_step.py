@@ -35,7 +35,6 @@ decide the kernels. Results are appended to ``benchmarks/results/pretrain_step.m
 """
 import argparse
 import json
-import os
 import os.path as osp
 import resource
 import subprocess
@@ -47,7 +46,8 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import append_results, build_addp_b, find_tcmalloc, gemm_peak, has_fast_bf16, machine
+from common import (append_results, build_addp_b, find_tcmalloc, gemm_peak, has_fast_bf16, machine,
+                    variant_env)
 
 VARIANTS = ('release', 'fp32', 'fp32_frozen', 'fp32_fused', 'bf16', 'bf16_frozen', 'fp32_keep',
             'fp32_fused_keep', 'bf16_keep', 'bf16_frozen_keep', 'bf16_tcmalloc')
@@ -179,17 +179,9 @@ def main():
     rows = []
     tcmalloc = find_tcmalloc()
     for variant in VARIANTS:
-        if variant.startswith('bf16') and not bf16:
+        env = variant_env(variant, device, bf16, tcmalloc)
+        if env is None:
             continue
-        if (variant.endswith('_keep') or variant.endswith('_tcmalloc')) and device != 'cpu':
-            continue  # host-memory variants: a CPU question
-        if variant == 'bf16_tcmalloc' and tcmalloc is None:
-            continue
-        # glibc's defaults unless the variant keeps host memory itself
-        env = dict(
-            os.environ, MMADDP_CPU_ALLOCATOR='keep' if variant.endswith('_keep') else 'default')
-        if variant == 'bf16_tcmalloc':
-            env['LD_PRELOAD'] = tcmalloc
         cmd = [
             sys.executable, __file__, '--device', device, '--batch',
             str(batch), '--steps',
