@@ -240,11 +240,18 @@ def test_generation_inferencer(tmp_path, tiny_generator):
     np.testing.assert_array_equal(_read(out / 'grid.png'), grid)
     for p in preds:
         np.testing.assert_array_equal(_read(out / f"{p['index']:06d}.png"), p['image'])
-    # by hand: the model with the same per-sample seeds
-    expect = to_uint8(inferencer.model.generate(5, seeds=[p['seed'] for p in preds], steps=3))
+    # by hand: the model with the same per-sample seeds, in the same batches
+    # of 2 (the config's frozen_precision='auto' holds the frozen parts in
+    # bf16 on a bf16 CPU, where the batch's make-up moves the rounding of
+    # ~6 % of the pixels by one level): the same numbers exactly
+    seeds = [p['seed'] for p in preds]
+    expect = to_uint8(
+        torch.cat([
+            inferencer.model.generate(len(seeds[i:i + 2]), seeds=seeds[i:i + 2], steps=3)
+            for i in range(0, 5, 2)
+        ]))
     for p, image in zip(preds, expect):
-        diff = np.abs(p['image'].astype(int) - image.permute(1, 2, 0).numpy().astype(int))
-        assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # float rounding only
+        np.testing.assert_array_equal(p['image'], image.permute(1, 2, 0).numpy())
     # a later call with other indices and batches gives the same sample 3
     (again, ) = inferencer([3], seed=7, steps=3, return_datasamples=True)['predictions']
     assert again['image'].shape == (3, 32, 32)
