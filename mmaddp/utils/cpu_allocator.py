@@ -7,8 +7,8 @@ and each free a ``free``. glibc serves blocks above its mmap threshold
 of 8 is 134 MB in bf16) is written into pages the kernel must fault in and
 zero first. On 2 cores of an Intel Xeon (``amx_bf16``) that doubled the cost
 of the VQGAN's SiLU and GroupNorm (60 ms instead of 30 ms for that map) and
-made a bf16 20-step generation of 8 images 1.5x slower
-(``benchmarks/results/generate.md``).
+made a bf16 20-step generation of 8 images 1.7x slower (80 s against 47 s
+at ViT-B size, ``benchmarks/results/generate.md``).
 
 The fix Intel recommends for PyTorch on CPU is a different allocator
 (tcmalloc or jemalloc through ``LD_PRELOAD``, as
