@@ -5,6 +5,10 @@ another stage).
 
     python benchmarks/demo_step.py [--config CFG] [--steps N] [--threads 1 2]
 
+``*_keep`` variants keep freed host memory for reuse
+(:func:`mmaddp.utils.keep_freed_host_memory`, what ``tools/train.py`` does
+on a machine without CUDA); the others run with glibc's defaults.
+
 The model is built from the config with the frozen tokenizer and predictor at
 random weights (their checkpoints are the demo's outputs; timing does not
 depend on the values), the optimizer wrapper from the config with autocast on
@@ -13,7 +17,6 @@ or off. Each variant runs in its own process. Results are appended to
 """
 import argparse
 import json
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -23,15 +26,17 @@ HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from common import append_results, has_fast_bf16, machine  # noqa: E402
+from common import append_results, has_fast_bf16, machine, variant_env
 
 DEFAULT_CONFIG = 'configs/addp/addp_vit-nano-p4_1xb64-1000i_demo.py'
 #: variant -> (autocast on, frozen_precision)
 VARIANTS = dict(fp32=(False, 'autocast'), bf16=(True, 'autocast'), bf16_frozen=(True, 'bf16'))
+VARIANTS.update({f'{v}_keep': VARIANTS[v] for v in list(VARIANTS)})
 NAMES = dict(
     fp32='fp32 (CPUBf16OptimWrapper off)',
     bf16='bf16 autocast (the config)',
     bf16_frozen="bf16 autocast, frozen_precision='bf16'")
+NAMES.update({f'{v}_keep': f'{NAMES[v]}; host memory kept for reuse' for v in list(NAMES)})
 
 
 def run_variant(config, variant, steps, warmup):
@@ -92,6 +97,9 @@ def main():
     parser.add_argument('--out', default=osp.join(HERE, 'results', 'demo_step.md'))
     args = parser.parse_args()
     if args.variant:  # child process: one variant, JSON on the last line
+        from mmaddp.utils import keep_freed_host_memory
+        if args.variant.endswith('_keep') and keep_freed_host_memory() is None:
+            raise RuntimeError('host memory could not be kept for reuse here (no glibc?)')
         print(json.dumps(run_variant(args.config, args.variant, args.steps, args.warmup)))
         return
     if not has_fast_bf16('cpu'):
@@ -99,7 +107,7 @@ def main():
     rows = []
     for threads in args.threads:
         for variant in VARIANTS:
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+            env = dict(variant_env(variant, 'cpu', True, None), OMP_NUM_THREADS=str(threads))
             cmd = [
                 sys.executable, __file__, '--config', args.config, '--steps',
                 str(args.steps), '--warmup',
@@ -119,7 +127,7 @@ def main():
         '| threads | variant | s / step | vs fp32 | loss (first step) |',
         '|---|---|---|---|---|',
     ]
-    base = {r['threads']: r['s_per_step'] for r in rows if r['variant'] == 'fp32'}
+    base = {r['threads']: r['s_per_step'] for r in rows if r['variant'] == 'fp32'}  # glibc's
     for r in rows:
         lines.append(f"| {r['threads']} | {NAMES[r['variant']]} | {r['s_per_step']:.3f} | "
                      f"{base[r['threads']] / r['s_per_step']:.2f}x | {r['first_loss']:.4f} |")
