@@ -44,28 +44,35 @@ def build_addp_b(device, frozen_precision='autocast', dropout=False):
     return model.to(device)
 
 
+#: suffixes of the host-memory variants (CPU only): freed memory kept for
+#: reuse, tcmalloc preloaded
+HOST_SUFFIXES = ('_keep', '_tcmalloc')
+
+
+def base_variant(variant: str) -> str:
+    """The compute variant without its host-memory suffix (``'bf16_keep'`` ->
+    ``'bf16'``)."""
+    for suffix in HOST_SUFFIXES:
+        if variant.endswith(suffix):
+            return variant[:-len(suffix)]
+    return variant
+
+
 def find_tcmalloc():
-    """The path of the system's tcmalloc (for ``LD_PRELOAD``), or None."""
+    """The system's tcmalloc as ``LD_PRELOAD`` takes it (a soname the dynamic
+    linker finds), or None."""
     import ctypes.util
-    import glob
-    name = ctypes.util.find_library('tcmalloc_minimal') or ctypes.util.find_library('tcmalloc')
-    if name is None:
-        return None
-    for folder in ('/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib'):
-        hits = sorted(glob.glob(os.path.join(folder, name)))
-        if hits:
-            return hits[0]
-    return None
+    return ctypes.util.find_library('tcmalloc_minimal') or ctypes.util.find_library('tcmalloc')
 
 
 def variant_env(variant: str, device: str, bf16: bool, tcmalloc):
     """The environment a variant's process runs in, or None to skip it.
 
     ``bf16*`` variants need bf16 arithmetic; ``*_keep`` (host memory kept
-    for reuse) and ``*_tcmalloc`` (``tcmalloc``: its path, or None where the
-    system has none) are CPU questions. Every other variant gets glibc's
-    allocator defaults (``MMADDP_CPU_ALLOCATOR=default``)."""
-    host = variant.endswith('_keep') or variant.endswith('_tcmalloc')
+    for reuse) and ``*_tcmalloc`` (``tcmalloc``: from :func:`find_tcmalloc`)
+    are CPU questions. Every other variant gets glibc's allocator defaults
+    (``MMADDP_CPU_ALLOCATOR=default``)."""
+    host = base_variant(variant) != variant
     if (variant.startswith('bf16') and not bf16) or (host and device != 'cpu'):
         return None
     env = dict(os.environ, MMADDP_CPU_ALLOCATOR='keep' if variant.endswith('_keep') else 'default')
@@ -74,6 +81,14 @@ def variant_env(variant: str, device: str, bf16: bool, tcmalloc):
             return None
         env['LD_PRELOAD'] = tcmalloc
     return env
+
+
+def keep_memory_if_asked(variant: str) -> None:
+    """In a variant's own process: keep freed host memory for a ``*_keep``
+    variant, or stop where that cannot be done (its row would be mislabelled)."""
+    from mmaddp.utils import keep_freed_host_memory
+    if variant.endswith('_keep') and keep_freed_host_memory() is None:
+        raise RuntimeError('host memory could not be kept for reuse here (no glibc?)')
 
 
 def has_fast_bf16(device) -> bool:

@@ -26,17 +26,16 @@ HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from common import append_results, has_fast_bf16, machine, variant_env
+from common import (append_results, base_variant, has_fast_bf16, keep_memory_if_asked, machine,
+                    variant_env)
 
 DEFAULT_CONFIG = 'configs/addp/addp_vit-nano-p4_1xb64-1000i_demo.py'
 #: variant -> (autocast on, frozen_precision)
 VARIANTS = dict(fp32=(False, 'autocast'), bf16=(True, 'autocast'), bf16_frozen=(True, 'bf16'))
-VARIANTS.update({f'{v}_keep': VARIANTS[v] for v in list(VARIANTS)})
 NAMES = dict(
     fp32='fp32 (CPUBf16OptimWrapper off)',
     bf16='bf16 autocast (the config)',
     bf16_frozen="bf16 autocast, frozen_precision='bf16'")
-NAMES.update({f'{v}_keep': f'{NAMES[v]}; host memory kept for reuse' for v in list(NAMES)})
 
 
 def run_variant(config, variant, steps, warmup):
@@ -46,7 +45,7 @@ def run_variant(config, variant, steps, warmup):
 
     import mmaddp  # noqa: F401
     from mmaddp.registry import MODELS
-    autocast, frozen = VARIANTS[variant]
+    autocast, frozen = VARIANTS[base_variant(variant)]
     cfg = Config.fromfile(config)
     cfg.model.tokenizer.checkpoint = None
     cfg.model.token_predictor.checkpoint = None
@@ -97,16 +96,14 @@ def main():
     parser.add_argument('--out', default=osp.join(HERE, 'results', 'demo_step.md'))
     args = parser.parse_args()
     if args.variant:  # child process: one variant, JSON on the last line
-        from mmaddp.utils import keep_freed_host_memory
-        if args.variant.endswith('_keep') and keep_freed_host_memory() is None:
-            raise RuntimeError('host memory could not be kept for reuse here (no glibc?)')
+        keep_memory_if_asked(args.variant)
         print(json.dumps(run_variant(args.config, args.variant, args.steps, args.warmup)))
         return
     if not has_fast_bf16('cpu'):
         raise SystemExit('demo_step compares bf16 with fp32; this CPU has no bf16 arithmetic')
     rows = []
     for threads in args.threads:
-        for variant in VARIANTS:
+        for variant in [*VARIANTS, *(f'{v}_keep' for v in VARIANTS)]:
             env = dict(variant_env(variant, 'cpu', True, None), OMP_NUM_THREADS=str(threads))
             cmd = [
                 sys.executable, __file__, '--config', args.config, '--steps',
@@ -129,7 +126,9 @@ def main():
     ]
     base = {r['threads']: r['s_per_step'] for r in rows if r['variant'] == 'fp32'}  # glibc's
     for r in rows:
-        lines.append(f"| {r['threads']} | {NAMES[r['variant']]} | {r['s_per_step']:.3f} | "
+        name = NAMES[base_variant(r['variant'])] + ('; host memory kept for reuse'
+                                                    if r['variant'].endswith('_keep') else '')
+        lines.append(f"| {r['threads']} | {name} | {r['s_per_step']:.3f} | "
                      f"{base[r['threads']] / r['s_per_step']:.2f}x | {r['first_loss']:.4f} |")
     append_results(args.out, "The demo's ADDP step: fp32 against bf16", lines)
 

@@ -46,14 +46,14 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import (append_results, build_addp_b, find_tcmalloc, gemm_peak, has_fast_bf16, machine,
-                    variant_env)
+from common import (append_results, base_variant, build_addp_b, find_tcmalloc, gemm_peak,
+                    has_fast_bf16, keep_memory_if_asked, machine, variant_env)
 
 SEED = 0
 VARIANTS = ('release', 'fp32', 'fp32_frozen', 'bf16', 'fp32_keep', 'bf16_keep', 'bf16_tcmalloc')
 DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != 'fp32_frozen')
-#: frozen_precision of each variant (default: as shipped, 'autocast')
-FROZEN = dict(fp32_frozen='fp32', bf16='bf16', bf16_keep='bf16', bf16_tcmalloc='bf16')
+#: frozen_precision of each compute variant (default: as shipped, 'autocast')
+FROZEN = dict(fp32_frozen='fp32', bf16='bf16')
 
 
 def straightforward_generate(model, num_samples, steps, seed):
@@ -94,7 +94,7 @@ def straightforward_generate(model, num_samples, steps, seed):
 
 def run_variant(variant, device, batch, steps, repeats, warmup, dump):
     import torch
-    model = build_addp_b(device, FROZEN.get(variant, 'autocast')).eval()
+    model = build_addp_b(device, FROZEN.get(base_variant(variant), 'autocast')).eval()
     if variant == 'release':
 
         def sample():
@@ -175,9 +175,7 @@ def main():
     warmup = args.warmup if args.warmup is not None else (2 if device == 'cuda' else 1)
     if args.variant:  # child process: one variant, JSON on the last line
         from mmaddp.models.layers import explicit_attention
-        from mmaddp.utils import keep_freed_host_memory
-        if args.variant.endswith('_keep') and keep_freed_host_memory() is None:
-            raise RuntimeError('host memory could not be kept for reuse here (no glibc?)')
+        keep_memory_if_asked(args.variant)
         plain = explicit_attention() if args.variant == 'release' else nullcontext()
         with plain:  # written-out attention in every block: the release's way
             result = run_variant(args.variant, device, batch, args.steps, repeats, warmup,

@@ -46,8 +46,8 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from common import (append_results, build_addp_b, find_tcmalloc, gemm_peak, has_fast_bf16, machine,
-                    variant_env)
+from common import (append_results, base_variant, build_addp_b, find_tcmalloc, gemm_peak,
+                    has_fast_bf16, keep_memory_if_asked, machine, variant_env)
 
 VARIANTS = ('release', 'fp32', 'fp32_frozen', 'fp32_fused', 'bf16', 'bf16_frozen', 'fp32_keep',
             'fp32_fused_keep', 'bf16_keep', 'bf16_frozen_keep', 'bf16_tcmalloc')
@@ -63,10 +63,9 @@ NAMES.update({
     for v in ('fp32', 'fp32_fused', 'bf16', 'bf16_frozen')
 })
 NAMES['bf16_tcmalloc'] = NAMES['bf16'] + '; tcmalloc preloaded (reference)'
-#: variants whose AdamW is torch's fused kernel
-FUSED = ('fp32_fused', 'bf16', 'bf16_frozen', 'fp32_fused_keep', 'bf16_keep', 'bf16_frozen_keep',
-         'bf16_tcmalloc')
-FROZEN = dict(fp32_frozen='fp32', bf16_frozen='bf16', bf16_frozen_keep='bf16')
+#: variants whose AdamW is torch's fused kernel (with any host-memory suffix)
+FUSED = ('fp32_fused', 'bf16', 'bf16_frozen')
+FROZEN = dict(fp32_frozen='fp32', bf16_frozen='bf16')
 #: FLOP of one ADDP-B step per image (torch.utils.flop_counter, issue 21)
 GFLOP_PER_IMAGE = 723
 
@@ -95,7 +94,11 @@ def optim_wrapper(variant, device, params):
 
     from mmaddp.engine.optimizers import CPUBf16OptimWrapper
     opt = torch.optim.AdamW(
-        params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=variant in FUSED or None)
+        params,
+        lr=1e-4,
+        betas=(0.9, 0.95),
+        weight_decay=0.05,
+        fused=base_variant(variant) in FUSED or None)
     clip = dict(max_norm=3.0)
     if not variant.startswith('bf16'):
         return OptimWrapper(opt, clip_grad=clip)
@@ -106,7 +109,7 @@ def optim_wrapper(variant, device, params):
 
 def run_variant(variant, device, batch, steps, warmup):
     import torch
-    model = build_addp_b(device, FROZEN.get(variant, 'autocast')).train()
+    model = build_addp_b(device, FROZEN.get(base_variant(variant), 'autocast')).train()
     if variant == 'release':
         make_release_corruption(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -166,9 +169,7 @@ def main():
     warmup = args.warmup or (3 if device == 'cuda' else 1)
     if args.variant:  # child process: one variant, JSON on the last line
         from mmaddp.models.layers import explicit_attention
-        from mmaddp.utils import keep_freed_host_memory
-        if args.variant.endswith('_keep') and keep_freed_host_memory() is None:
-            raise RuntimeError('host memory could not be kept for reuse here (no glibc?)')
+        keep_memory_if_asked(args.variant)
         plain = explicit_attention() if args.variant == 'release' else nullcontext()
         with plain:
             result = run_variant(args.variant, device, batch, steps, warmup)
