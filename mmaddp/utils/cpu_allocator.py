@@ -19,7 +19,10 @@ its heap (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, ...)``),
 which gets most of the gain in the running process: that is all this module
 does, written here because neither PyTorch nor MMEngine sets it. The cost:
 the process keeps its peak heap instead of returning freed memory to the
-system (the benchmarks' peak RSS columns show it).
+system (the benchmarks' peak RSS columns show it), and a freed block serves
+later requests that fit in it: glibc may grow the heap for a request a few
+bytes larger (PyTorch's 64-byte-aligned requests are), so some new pages
+are still faulted in.
 """
 import ctypes
 import os
