@@ -22,6 +22,9 @@ Variants (the same random weights, images and masks):
   the VQGAN decoder held in bf16, channels-last; the VQGAN encoder fp32
   channels-last and the nearest-code search fp32, so the code ids are the
   fp32 path's).
+* ``bf16_all``: ``frozen_precision='bf16_all'``: the VQGAN encoder held in
+  bf16 too (the code ids move as under ``bf16``), so no frozen weight is
+  cast at any step.
 * ``*_keep``: the same with host memory kept for reuse
   (:func:`mmaddp.utils.keep_freed_host_memory`, what ``tools/train.py``
   sets on a machine without CUDA); the rows without it run with glibc's
@@ -49,23 +52,26 @@ sys.path.insert(0, HERE)
 from common import (append_results, base_variant, build_addp_b, find_tcmalloc, gemm_peak,
                     has_fast_bf16, keep_memory_if_asked, machine, variant_env)
 
-VARIANTS = ('release', 'fp32', 'fp32_frozen', 'fp32_fused', 'bf16', 'bf16_frozen', 'fp32_keep',
-            'fp32_fused_keep', 'bf16_keep', 'bf16_frozen_keep', 'bf16_tcmalloc')
+VARIANTS = ('release', 'fp32', 'fp32_frozen', 'fp32_fused', 'bf16', 'bf16_frozen', 'bf16_all',
+            'fp32_keep', 'fp32_fused_keep', 'bf16_keep', 'bf16_frozen_keep', 'bf16_all_keep',
+            'bf16_tcmalloc')
 NAMES = dict(
     release='release stand-in (fp32, 2 predictor passes, attention by hand)',
     fp32='mmaddp fp32',
     fp32_frozen="mmaddp fp32, frozen_precision='fp32' (tokenizer channels-last)",
     fp32_fused='mmaddp fp32, fused AdamW',
     bf16='mmaddp bf16 autocast (VQGAN encoder too), fused AdamW',
-    bf16_frozen="mmaddp bf16 autocast, frozen_precision='bf16' (exact code ids), fused AdamW")
+    bf16_frozen="mmaddp bf16 autocast, frozen_precision='bf16' (exact code ids), fused AdamW",
+    bf16_all="mmaddp bf16 autocast, frozen_precision='bf16_all' (VQGAN encoder bf16 too, "
+    'no per-step casts of the frozen weights), fused AdamW')
 NAMES.update({
     f'{v}_keep': f'{NAMES[v]}; host memory kept for reuse'
-    for v in ('fp32', 'fp32_fused', 'bf16', 'bf16_frozen')
+    for v in ('fp32', 'fp32_fused', 'bf16', 'bf16_frozen', 'bf16_all')
 })
 NAMES['bf16_tcmalloc'] = NAMES['bf16'] + '; tcmalloc preloaded (reference)'
 #: variants whose AdamW is torch's fused kernel (with any host-memory suffix)
-FUSED = ('fp32_fused', 'bf16', 'bf16_frozen')
-FROZEN = dict(fp32_frozen='fp32', bf16_frozen='bf16')
+FUSED = ('fp32_fused', 'bf16', 'bf16_frozen', 'bf16_all')
+FROZEN = dict(fp32_frozen='fp32', bf16_frozen='bf16', bf16_all='bf16_all')
 #: FLOP of one ADDP-B step per image (torch.utils.flop_counter, issue 21)
 GFLOP_PER_IMAGE = 723
 

@@ -142,6 +142,57 @@ def test_frozen_precision_bf16_keeps_ids_and_codebook_fp32_and_the_loss_close(mo
         tiny_addp(frozen_precision='fp16')
 
 
+def test_frozen_precision_bf16_all_holds_every_frozen_part_in_bf16():
+    """``'bf16_all'``: the encoder in bf16 too, the codebook fp32; under a
+    bf16 autocast no frozen weight is cast (``'autocast'`` casts them at
+    every call); the ids and the loss stay close to the fp32 ones."""
+    from test_addp import L, tiny_addp
+    default, fast = tiny_addp(), tiny_addp(frozen_precision='bf16_all')
+    assert _frozen_dtypes(fast) == (torch.bfloat16, torch.bfloat16, torch.float32,
+                                    torch.bfloat16)
+    tok = fast.tokenizer
+    assert tok.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    mask_t, mask_next = default.mask_schedule.masks_for(
+        4, L, 10, 14, generator=torch.Generator().manual_seed(2))
+    default.eval(), fast.eval()
+    with torch.no_grad():
+        ids_a, _, q_a = default.corrupt(images, mask_t, mask_next)
+        a = default.denoising_loss(images, mask_t, mask_next)
+        with torch.autocast('cpu', torch.bfloat16):  # as under CPUBf16OptimWrapper
+            ids_b, x_b, q_b = fast.corrupt(images, mask_t, mask_next)
+            b = fast.denoising_loss(images, mask_t, mask_next)
+    assert x_b.dtype == torch.bfloat16 and ids_b.dtype == ids_a.dtype
+    # random tiny weights put many codes near-tied; a trained tokenizer's
+    # bf16 encoder moves ~2 % (test below)
+    assert (ids_a == ids_b).float().mean() >= 0.7
+    assert torch.isfinite(b) and abs(float(a) - float(b)) < 0.02 * float(a)
+    assert _frozen_weight_casts(fast, images, mask_t, mask_next) == 0
+    assert _frozen_weight_casts(tiny_addp(), images, mask_t, mask_next) > 20
+
+
+def _frozen_weight_casts(model, images, mask_t, mask_next):
+    """How many times the forward process under a bf16 autocast copies a
+    frozen part's parameter into another dtype."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    frozen = {
+        p.data_ptr()
+        for part in (model.tokenizer, model.token_predictor) for p in part.parameters()
+    }
+    casts = []
+
+    class CountCasts(TorchDispatchMode):
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and args[0].data_ptr() in frozen:
+                casts.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), torch.autocast('cpu', torch.bfloat16), CountCasts():
+        model.corrupt(images, mask_t, mask_next)
+    return len(casts)
+
+
 def test_the_fast_tokenizer_formats_keep_the_fp32_code_ids(trained_tokenizer):
     """On the bundled val images, the channels-last fp32 encoder (what
     ``frozen_precision='bf16'`` uses) picks the fp32 path's code at every

@@ -14,7 +14,7 @@ from ..layers import FrozenPartsMixin
 from ..utils.data_preprocessor import IMAGENET_MEAN_255, IMAGENET_STD_255, UNIT_RANGE_PREPROCESSOR
 
 #: see ``ADDP``'s ``frozen_precision``
-FROZEN_PRECISIONS = ('autocast', 'fp32', 'bf16', 'auto')
+FROZEN_PRECISIONS = ('autocast', 'fp32', 'bf16', 'bf16_all', 'auto')
 
 
 @MODELS.register_module()
@@ -47,8 +47,13 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
             bf16). ``'fp32'``: fp32 whatever the autocast, the tokenizer
             channels-last. ``'bf16'``: the tokenizer's encoder fp32
             channels-last (its ids are the fp32 ids), its decoder and the
-            token predictor in bf16 (the decoder channels-last); the
-            nearest-code search is fp32 in every mode. ``'auto'``: ``'bf16'``
+            token predictor in bf16 (the decoder channels-last).
+            ``'bf16_all'``: the tokenizer's encoder in bf16 channels-last
+            too: the fastest step where the code ids need not be the fp32
+            ones (a bf16 encoder moves about 2 % of them, as ``'autocast'``
+            under a bf16 autocast does, but without casting the frozen
+            weights at every step). The nearest-code search is fp32 in
+            every mode. ``'auto'``: ``'bf16'``
             where the device has bf16 arithmetic (a CUDA GPU that supports
             it, a CPU reporting ``avx512_bf16`` / ``amx_bf16``), else
             ``'fp32'``; decided again when the model moves. Defaults to
@@ -132,8 +137,9 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
                 from mmaddp.engine.optimizers.cpu_bf16_optim_wrapper import cpu_has_fast_bf16
                 fast = cpu_has_fast_bf16()
             mode = 'bf16' if fast else 'fp32'
-        low = torch.bfloat16 if mode == 'bf16' else torch.float32
-        self.tokenizer.set_inference_format(low, channels_last=True, encoder_dtype=torch.float32)
+        low = torch.float32 if mode == 'fp32' else torch.bfloat16
+        encoder = low if mode == 'bf16_all' else torch.float32
+        self.tokenizer.set_inference_format(low, channels_last=True, encoder_dtype=encoder)
         self.token_predictor.to(low)
         self._frozen_mode = mode
 
