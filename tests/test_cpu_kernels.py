@@ -148,8 +148,7 @@ def test_frozen_precision_bf16_all_holds_every_frozen_part_in_bf16():
     every call); the ids and the loss stay close to the fp32 ones."""
     from test_addp import L, tiny_addp
     default, fast = tiny_addp(), tiny_addp(frozen_precision='bf16_all')
-    assert _frozen_dtypes(fast) == (torch.bfloat16, torch.bfloat16, torch.float32,
-                                    torch.bfloat16)
+    assert _frozen_dtypes(fast) == (torch.bfloat16, torch.bfloat16, torch.float32, torch.bfloat16)
     tok = fast.tokenizer
     assert tok.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -177,7 +176,8 @@ def _frozen_weight_casts(model, images, mask_t, mask_next):
     from torch.utils._python_dispatch import TorchDispatchMode
     frozen = {
         p.data_ptr()
-        for part in (model.tokenizer, model.token_predictor) for p in part.parameters()
+        for part in (model.tokenizer, model.token_predictor)
+        for p in part.parameters()
     }
     casts = []
 
