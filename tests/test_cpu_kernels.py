@@ -112,22 +112,13 @@ def _frozen_dtypes(model):
 
 
 def test_frozen_precision_bf16_keeps_ids_and_codebook_fp32_and_the_loss_close(monkeypatch):
-    from test_addp import L, tiny_addp
+    from test_addp import tiny_addp
     default, bf16 = tiny_addp(), tiny_addp(frozen_precision='bf16')
     assert _frozen_dtypes(default) == (torch.float32, ) * 4
     # encoder fp32 (exact ids), decoder and predictor bf16, codebook fp32
     assert _frozen_dtypes(bf16) == (torch.float32, torch.bfloat16, torch.float32, torch.bfloat16)
     assert bf16.tokenizer.decoder.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
-    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    mask_t, mask_next = default.mask_schedule.masks_for(
-        4, L, 10, 14, generator=torch.Generator().manual_seed(2))
-    default.eval(), bf16.eval()
-    with torch.no_grad():
-        ids_a, _, q_a = default.corrupt(images, mask_t, mask_next)
-        with torch.autocast('cpu', torch.bfloat16):  # as under CPUBf16OptimWrapper
-            ids_b, x_b, q_b = bf16.corrupt(images, mask_t, mask_next)
-        a = default.denoising_loss(images, mask_t, mask_next)
-        b = bf16.denoising_loss(images, mask_t, mask_next)
+    (ids_a, q_a, a), (ids_b, x_b, q_b, b) = _fp32_and_under_bf16_autocast(default, bf16)
     assert torch.equal(ids_a, ids_b) and x_b.dtype == torch.bfloat16
     assert (q_a - q_b).abs().max() < 0.05
     assert torch.isfinite(b) and abs(float(a) - float(b)) < 0.02 * float(a)
@@ -146,31 +137,45 @@ def test_frozen_precision_bf16_all_holds_every_frozen_part_in_bf16():
     """``'bf16_all'``: the encoder in bf16 too, the codebook fp32; under a
     bf16 autocast no frozen weight is cast (``'autocast'`` casts them at
     every call); the ids and the loss stay close to the fp32 ones."""
-    from test_addp import L, tiny_addp
+    from test_addp import tiny_addp
     default, fast = tiny_addp(), tiny_addp(frozen_precision='bf16_all')
     assert _frozen_dtypes(fast) == (torch.bfloat16, torch.bfloat16, torch.float32, torch.bfloat16)
     tok = fast.tokenizer
     assert tok.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    mask_t, mask_next = default.mask_schedule.masks_for(
-        4, L, 10, 14, generator=torch.Generator().manual_seed(2))
-    default.eval(), fast.eval()
-    with torch.no_grad():
-        ids_a, _, q_a = default.corrupt(images, mask_t, mask_next)
-        a = default.denoising_loss(images, mask_t, mask_next)
-        with torch.autocast('cpu', torch.bfloat16):  # as under CPUBf16OptimWrapper
-            ids_b, x_b, q_b = fast.corrupt(images, mask_t, mask_next)
-            b = fast.denoising_loss(images, mask_t, mask_next)
+    (ids_a, _, a), (ids_b, x_b, _, b) = _fp32_and_under_bf16_autocast(default, fast)
     assert x_b.dtype == torch.bfloat16 and ids_b.dtype == ids_a.dtype
     # random tiny weights put many codes near-tied; a trained tokenizer's
     # bf16 encoder moves ~2 % (test below)
     assert (ids_a == ids_b).float().mean() >= 0.7
     assert torch.isfinite(b) and abs(float(a) - float(b)) < 0.02 * float(a)
-    assert _frozen_weight_casts(fast, images, mask_t, mask_next) == 0
-    assert _frozen_weight_casts(tiny_addp(), images, mask_t, mask_next) > 20
+    assert _frozen_weight_casts(fast) == 0
+    assert _frozen_weight_casts(tiny_addp()) > 20
 
 
-def _frozen_weight_casts(model, images, mask_t, mask_next):
+def _inputs():
+    from test_addp import L, tiny_addp
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    mask_t, mask_next = tiny_addp().mask_schedule.masks_for(
+        4, L, 10, 14, generator=torch.Generator().manual_seed(2))
+    return images, mask_t, mask_next
+
+
+def _fp32_and_under_bf16_autocast(reference, model):
+    """``(ids, q, loss)`` of ``reference`` in fp32 and ``(ids, x_t, q,
+    loss)`` of ``model`` under a bf16 autocast (as under
+    ``CPUBf16OptimWrapper``), on the same images and masks."""
+    inputs = _inputs()
+    reference.eval(), model.eval()
+    with torch.no_grad():
+        ids_a, _, q_a = reference.corrupt(*inputs)
+        a = reference.denoising_loss(*inputs)
+        with torch.autocast('cpu', torch.bfloat16):
+            ids_b, x_b, q_b = model.corrupt(*inputs)
+            b = model.denoising_loss(*inputs)
+    return (ids_a, q_a, a), (ids_b, x_b, q_b, b)
+
+
+def _frozen_weight_casts(model):
     """How many times the forward process under a bf16 autocast copies a
     frozen part's parameter into another dtype."""
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -189,7 +194,7 @@ def _frozen_weight_casts(model, images, mask_t, mask_next):
             return func(*args, **(kwargs or {}))
 
     with torch.no_grad(), torch.autocast('cpu', torch.bfloat16), CountCasts():
-        model.corrupt(images, mask_t, mask_next)
+        model.corrupt(*_inputs())
     return len(casts)
 
 
