@@ -152,10 +152,11 @@ def test_frozen_precision_bf16_all_holds_every_frozen_part_in_bf16():
     assert _frozen_weight_casts(tiny_addp()) > 20
 
 
-def _inputs():
-    from test_addp import L, tiny_addp
+def _inputs(model):
+    """The same images and masks for every call (seeded)."""
+    from test_addp import L
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    mask_t, mask_next = tiny_addp().mask_schedule.masks_for(
+    mask_t, mask_next = model.mask_schedule.masks_for(
         4, L, 10, 14, generator=torch.Generator().manual_seed(2))
     return images, mask_t, mask_next
 
@@ -164,7 +165,7 @@ def _fp32_and_under_bf16_autocast(reference, model):
     """``(ids, q, loss)`` of ``reference`` in fp32 and ``(ids, x_t, q,
     loss)`` of ``model`` under a bf16 autocast (as under
     ``CPUBf16OptimWrapper``), on the same images and masks."""
-    inputs = _inputs()
+    inputs = _inputs(reference)
     reference.eval(), model.eval()
     with torch.no_grad():
         ids_a, _, q_a = reference.corrupt(*inputs)
@@ -194,7 +195,7 @@ def _frozen_weight_casts(model):
             return func(*args, **(kwargs or {}))
 
     with torch.no_grad(), torch.autocast('cpu', torch.bfloat16), CountCasts():
-        model.corrupt(*_inputs())
+        model.corrupt(*_inputs(model))
     return len(casts)
 
 
