@@ -228,6 +228,34 @@ def test_token_table_learns_through_reliable_inputs_only():
     assert model.neck.mlm_layer.bias.grad.abs().max() > 0  # the output side still learns
 
 
+def test_decoder_without_reliable_token_inputs_reads_the_encoder_only():
+    """With ``reliable_token_inputs=False`` the logits depend on the image
+    only through the encoder features: changing the ids changes nothing,
+    while the release's decoder (the default) reads them."""
+    torch.manual_seed(0)
+    features = torch.randn(2, L + 1, 48)
+    ids = torch.randint(0, CODES, (2, L))
+    other_ids = (ids + 1 + torch.randint(0, CODES - 1, (2, L))) % CODES
+    mask = torch.zeros(2, L, dtype=torch.bool)
+    mask[:, :L // 2] = True
+    for reliable_inputs in (True, False):
+        torch.manual_seed(1)
+        dec = MODELS.build(
+            dict(type='TokenDecoder', in_channels=48, embed_dims=32, depth=1, num_heads=2,
+                 num_tokens=L, vocab_size=CODES + 2, drop_rate=0.0,
+                 reliable_token_inputs=reliable_inputs)).eval()
+        dec.init_weights()
+        with torch.no_grad():
+            a, b = dec(features, ids, mask), dec(features, other_ids, mask)
+            c = dec(features + torch.randn_like(features), ids, mask)
+        assert a.shape == (2, L, CODES + 2)
+        if reliable_inputs:
+            assert (a - b).abs().max() > 1e-3
+        else:
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert (a - c).abs().max() > 1e-3  # the encoder features always count
+
+
 def test_only_masked_positions_contribute():
     model = tiny_addp()
     logits = torch.randn(2, L, CODES + 2, requires_grad=True)

@@ -35,6 +35,12 @@ class TokenDecoder(BaseModule):
         num_tokens (int): L.
         vocab_size (int): codes + class ids + mask id (2025 in the release).
         drop_rate (float): dropout on attention weights and block outputs.
+        reliable_token_inputs (bool): append the reliable tokens of step 3
+            (default True, the release). False is an ablation for small
+            scales: the decoder then learns about the image only through
+            the encoder, which otherwise a decoder can bypass by reading the
+            same ids the token predictor's targets were computed from
+            (``docs/demo_schedules.md``).
     """
 
     def __init__(self,
@@ -46,9 +52,11 @@ class TokenDecoder(BaseModule):
                  num_tokens: int = 256,
                  vocab_size: int = 2025,
                  drop_rate: float = 0.1,
+                 reliable_token_inputs: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.num_tokens, self.vocab_size = num_tokens, vocab_size
+        self.reliable_token_inputs = reliable_token_inputs
         self.decoder_embed = nn.Linear(in_channels, embed_dims)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
         self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, num_tokens + 1, embed_dims))
@@ -95,12 +103,13 @@ class TokenDecoder(BaseModule):
         pos_mask = torch.cat([mask.new_zeros(b, 1), mask], dim=1)
         x = x + torch.where(pos_mask[..., None], self.decoder_pos_mask_embed,
                             self.decoder_pos_embed_learned)
-        # reliable tokens: their id embedding + their position, in position order
-        keep = (~mask).nonzero(as_tuple=True)
-        n = int(num_reliable[0])
-        extra = (self.token_emb(ids[keep]) + self.decoder_pos_token_embed[0, 1:][keep[1]]).view(
-            b, n, x.shape[-1])
-        x = torch.cat([x, extra.to(x.dtype)], dim=1)
+        if self.reliable_token_inputs:
+            # reliable tokens: their id embedding + their position, in position order
+            keep = (~mask).nonzero(as_tuple=True)
+            n = int(num_reliable[0])
+            extra = (self.token_emb(ids[keep]) +
+                     self.decoder_pos_token_embed[0, 1:][keep[1]]).view(b, n, x.shape[-1])
+            x = torch.cat([x, extra.to(x.dtype)], dim=1)
         select_attention_kernel(self.decoder_blocks, x.device)
         for blk in self.decoder_blocks:
             x = blk(x)
