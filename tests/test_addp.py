@@ -241,9 +241,16 @@ def test_decoder_without_reliable_token_inputs_reads_the_encoder_only():
     for reliable_inputs in (True, False):
         torch.manual_seed(1)
         dec = MODELS.build(
-            dict(type='TokenDecoder', in_channels=48, embed_dims=32, depth=1, num_heads=2,
-                 num_tokens=L, vocab_size=CODES + 2, drop_rate=0.0,
-                 reliable_token_inputs=reliable_inputs)).eval()
+            dict(
+                type='TokenDecoder',
+                in_channels=48,
+                embed_dims=32,
+                depth=1,
+                num_heads=2,
+                num_tokens=L,
+                vocab_size=CODES + 2,
+                drop_rate=0.0,
+                reliable_token_inputs=reliable_inputs)).eval()
         dec.init_weights()
         with torch.no_grad():
             a, b = dec(features, ids, mask), dec(features, other_ids, mask)

@@ -107,8 +107,8 @@ class TokenDecoder(BaseModule):
             # reliable tokens: their id embedding + their position, in position order
             keep = (~mask).nonzero(as_tuple=True)
             n = int(num_reliable[0])
-            extra = (self.token_emb(ids[keep]) +
-                     self.decoder_pos_token_embed[0, 1:][keep[1]]).view(b, n, x.shape[-1])
+            extra = (self.token_emb(ids[keep]) + self.decoder_pos_token_embed[0, 1:][keep[1]]).view(
+                b, n, x.shape[-1])
             x = torch.cat([x, extra.to(x.dtype)], dim=1)
         select_attention_kernel(self.decoder_blocks, x.device)
         for blk in self.decoder_blocks:
