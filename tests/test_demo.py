@@ -90,7 +90,8 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
     record = json.loads((work / 'metrics.json').read_text())
     expected = {
         'tokenizer/psnr', 'tokenizer/code_usage', 'tokenizer/recon_top1',
-        'token_predictor/accuracy', 'addp/loss_first', 'addp/loss_last', 'probe/top1',
+        'token_predictor/accuracy', 'token_predictor/nll', 'token_predictor/marginal_nll',
+        'token_predictor/information', 'addp/loss_first', 'addp/loss_last', 'probe/top1',
         'probe_random/top1', 'cls/top1', 'cls_random/top1', 'cls_few/top1', 'cls_few_random/top1',
         'det/bbox_AP50', 'det/segm_AP50', 'det_random/bbox_AP50', 'det_random/segm_AP50',
         'seg/mIoU', 'seg_random/mIoU', 'cls_token/top1', 'det_token/bbox_AP50',

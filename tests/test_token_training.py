@@ -2,6 +2,7 @@
 bundled corpus with tools/train.py, evaluated with tools/test.py."""
 import ast
 
+import pytest
 import torch
 
 from conftest import PREDICTOR_CFG, TOKENIZER_CFG, run
@@ -46,3 +47,44 @@ def test_token_predictor_learns(tmp_path, trained_tokenizer, trained_predictor):
                        [f'model.tokenizer.checkpoint={tokenizer_ckpt}'])
     print(metrics)
     assert metrics['token_predictor/accuracy'] > metrics['token_predictor/majority_baseline']
+    # a trained predictor knows more about a masked id than how often codes occur
+    assert 0.0 < metrics['token_predictor/information'] < metrics['token_predictor/marginal_nll']
+    assert metrics['token_predictor/nll'] == pytest.approx(metrics['token_predictor/marginal_nll'] -
+                                                           metrics['token_predictor/information'])
+
+
+def _metric(samples):
+    from mmaddp.evaluation import MaskedTokenAccuracy
+    metric = MaskedTokenAccuracy()
+    metric.process(None, samples)
+    return metric.compute_metrics(metric.results)
+
+
+def test_information_of_perfect_and_frequency_only_predictors():
+    """Against numbers worked out by hand with ``math``: a predictor sure of
+    every true id knows the whole entropy of the code histogram; one that
+    gives each code its frequency in the set knows nothing beyond it."""
+    import math
+    from collections import Counter
+    targets = [torch.tensor([3, 3, 5, 7]), torch.tensor([3, 5, 9, 9, 9, 1])]
+    ids = [int(i) for t in targets for i in t]
+    freq = {k: v / len(ids) for k, v in Counter(ids).items()}
+    entropy = -sum(p * math.log(p) for p in freq.values())
+    perfect = _metric([dict(pred=t, target=t, nll=torch.zeros(len(t))) for t in targets])
+    assert perfect['accuracy'] == 100.0
+    # ids 3 and 9 occur three times each
+    assert perfect['majority_baseline'] == pytest.approx(100.0 * 3 / 10)
+    assert perfect['marginal_nll'] == pytest.approx(entropy)
+    assert perfect['information'] == pytest.approx(entropy)
+    frequency_only = _metric([
+        dict(
+            pred=torch.full_like(t, 9),
+            target=t,
+            nll=torch.tensor([-math.log(freq[int(i)]) for i in t], dtype=torch.float64))
+        for t in targets
+    ])
+    assert frequency_only['accuracy'] == pytest.approx(100.0 * 3 / 10)
+    assert frequency_only['information'] == pytest.approx(0.0, abs=1e-9)
+    # samples without nll (an older predict): accuracy only, no made-up numbers
+    assert set(_metric([dict(pred=t, target=t)
+                        for t in targets])) == {'accuracy', 'majority_baseline'}

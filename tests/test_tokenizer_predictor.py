@@ -1,5 +1,7 @@
 """VQTokenizer and TokenPredictor: released layouts load exactly, the API
 contracts hold, and both run under autocast."""
+from unittest import mock
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -225,6 +227,22 @@ def test_predict_probs_hides_masked_positions(tiny_predictor):
     assert not torch.allclose(pred.predict_probs(changed_visible, mask)[0], probs[0])
     with pytest.raises(ValueError, match='differ in shape'):
         pred.predict_probs(ids, mask[:, :8])
+
+
+def test_predictor_nll_is_the_cross_entropy_of_the_true_ids(tiny_predictor):
+    ids = torch.randint(0, tiny_predictor.codebook_size, (3, tiny_predictor.num_tokens))
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 32, 32)
+    with mock.patch.object(tiny_predictor, '_image_ids', lambda inputs: ids):  # no tokenizer
+        samples = tiny_predictor.predict(images)
+    gen = torch.Generator().manual_seed(0)
+    mask = tiny_predictor.mask_ratio.sample_mask(*ids.shape, generator=gen)
+    logits = tiny_predictor.logits(ids, mask).float()
+    for j, sample in enumerate(samples):
+        expected = torch.nn.functional.cross_entropy(
+            logits[j][mask[j]], ids[j][mask[j]], reduction='none')
+        assert torch.equal(sample['target'], ids[j][mask[j]])
+        assert torch.allclose(sample['nll'], expected, atol=1e-5)
 
 
 def test_masked_positions_share_the_class_vector(tiny_predictor):

@@ -266,7 +266,10 @@ class Demo:
         return dict(
             checkpoint=out['checkpoint'],
             accuracy=m['token_predictor/accuracy'],
-            majority_baseline=m['token_predictor/majority_baseline'])
+            majority_baseline=m['token_predictor/majority_baseline'],
+            nll=m['token_predictor/nll'],
+            marginal_nll=m['token_predictor/marginal_nll'],
+            information=m['token_predictor/information'])
 
     def train_addp(self, stage_dir):
         options = dict(self.data_options('imagenet', keys=('train', )))
@@ -429,6 +432,10 @@ class Demo:
             'tokenizer/recon_top1': ev['recon_top1'],
             'token_predictor/accuracy': r('token_predictor')['accuracy'],
             'token_predictor/majority_baseline': r('token_predictor')['majority_baseline'],
+            # what ADDP's targets can teach: nats per masked id beyond code frequencies
+            'token_predictor/nll': r('token_predictor')['nll'],
+            'token_predictor/marginal_nll': r('token_predictor')['marginal_nll'],
+            'token_predictor/information': r('token_predictor')['information'],
             'addp/loss_first': r('addp')['loss_first'],
             'addp/loss_last': r('addp')['loss_last']
         }
@@ -609,6 +616,10 @@ def render_report(mode, m, bars, targets, seconds, reused, figures, wall, flags)
         f'{m["tokenizer/recon_top1"]:.2f} ({m["cls/top1"]:.2f}) |',
         f'| token predictor | masked-token accuracy (%) | {m["token_predictor/accuracy"]:.2f} '
         f'(most common code: {m["token_predictor/majority_baseline"]:.2f}) |',
+        f'| token predictor | NLL of the true masked ids, nats (code frequencies alone) | '
+        f'{m["token_predictor/nll"]:.3f} ({m["token_predictor/marginal_nll"]:.3f}) |',
+        f'| token predictor | what it knows of a masked id beyond code frequencies, nats '
+        f'(ADDP\'s targets can teach no more) | {m["token_predictor/information"]:.3f} |',
         f'| ADDP pretraining | loss, first log -> mean of last 4 | {m["addp/loss_first"]:.3f} -> '
         f'{m["addp/loss_last"]:.3f} |',
         '',

@@ -49,20 +49,36 @@ class MaskedTokenAccuracy(BaseMetric):
     Reports ``accuracy`` (%, argmax prediction equals the true id) and, as
     the baseline it must beat, ``majority_baseline`` (%, the share of masked
     positions holding the most common code of the evaluated set).
+
+    When the samples carry ``nll`` (per masked position, the negative log
+    probability of the true id, nats), it also reports how much the
+    predictor knows, which is what ADDP's targets q_t can teach the encoder:
+    ``nll`` (mean), ``marginal_nll`` (the same for a predictor that only
+    knows how often each code occurs in the evaluated set: the entropy of
+    that histogram) and ``information`` = ``marginal_nll`` - ``nll`` (nats
+    per masked token beyond code frequencies; 0 for a predictor that has
+    learnt only the frequencies, ``marginal_nll`` for a perfect one).
     """
     default_prefix = 'token_predictor'
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
-            self.results.append(
-                dict(
-                    correct=int((sample['pred'] == sample['target']).sum()),
-                    target=sample['target']))
+            result = dict(
+                correct=int((sample['pred'] == sample['target']).sum()), target=sample['target'])
+            if 'nll' in sample:
+                result['nll'] = float(sample['nll'].double().sum())
+            self.results.append(result)
 
     def compute_metrics(self, results: List[dict]) -> dict:
         targets = torch.cat([r['target'] for r in results])
         total = max(len(targets), 1)
-        majority = int(torch.bincount(targets).max()) if len(targets) else 0
-        return dict(
+        hist = torch.bincount(targets) if len(targets) else torch.zeros(1, dtype=torch.long)
+        metrics = dict(
             accuracy=100.0 * sum(r['correct'] for r in results) / total,
-            majority_baseline=100.0 * majority / total)
+            majority_baseline=100.0 * int(hist.max()) / total)
+        if results and all('nll' in r for r in results):
+            p = hist[hist > 0].double() / total
+            marginal = float(-(p * p.log()).sum())
+            nll = sum(r['nll'] for r in results) / total
+            metrics.update(nll=nll, marginal_nll=marginal, information=marginal - nll)
+        return metrics

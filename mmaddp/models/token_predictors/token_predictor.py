@@ -310,12 +310,15 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
     @torch.no_grad()
     def predict(self, inputs: torch.Tensor, data_samples=None) -> List[dict]:
         """Masked-token predictions with a fixed, seeded mask per batch, for
-        :class:`MaskedTokenAccuracy`."""
+        :class:`MaskedTokenAccuracy`: per image the argmax ``pred``, the true
+        ``target`` and the ``nll`` of the true id at the masked positions."""
         ids = self._image_ids(inputs)
         gen = torch.Generator(device='cpu').manual_seed(0)
         mask = self.mask_ratio.sample_mask(*ids.shape, device=ids.device, generator=gen)
-        pred = self.logits(ids, mask).argmax(-1)
+        logits = self.logits(ids, mask).float()
+        pred = logits.argmax(-1)
+        nll = -logits.log_softmax(-1).gather(-1, ids[..., None])[..., 0]
         return [
-            dict(pred=p[m].cpu(), target=t[m].cpu(), ids=t.cpu())
-            for p, t, m in zip(pred, ids, mask)
+            dict(pred=p[m].cpu(), target=t[m].cpu(), nll=n[m].cpu(), ids=t.cpu())
+            for p, t, n, m in zip(pred, ids, nll, mask)
         ]
