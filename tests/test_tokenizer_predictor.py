@@ -230,9 +230,9 @@ def test_predict_probs_hides_masked_positions(tiny_predictor):
 
 
 def test_predictor_nll_is_the_cross_entropy_of_the_true_ids(tiny_predictor):
-    ids = torch.randint(0, tiny_predictor.codebook_size, (3, tiny_predictor.num_tokens))
     torch.manual_seed(0)
-    images = torch.rand(3, 3, 32, 32)
+    ids = torch.randint(0, tiny_predictor.codebook_size, (3, tiny_predictor.num_tokens))
+    images = torch.rand(3, 3, 32, 32)  # not read: the ids stand for the tokenizer's
     with mock.patch.object(tiny_predictor, '_image_ids', lambda inputs: ids):  # no tokenizer
         samples = tiny_predictor.predict(images)
     gen = torch.Generator().manual_seed(0)

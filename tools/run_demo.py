@@ -59,6 +59,10 @@ ITERS = dict(
 )
 #: few-label fine-tuning: labelled images per class, iterations (full mode)
 FEW_LABELS, FEW_ITERS = 100, 1000
+#: what the token predictor stage records (``MaskedTokenAccuracy``); the
+#: last three say what ADDP's targets can teach: nats per masked id beyond
+#: code frequencies
+PREDICTOR_METRICS = ('accuracy', 'majority_baseline', 'nll', 'marginal_nll', 'information')
 #: linear probe: training images per class (the whole val split is scored)
 PROBE_PER_CLASS = dict(full=300, quick=20)
 NUM_SAMPLES = dict(full=256, quick=16)
@@ -265,11 +269,8 @@ class Demo:
         m = out['metrics']
         return dict(
             checkpoint=out['checkpoint'],
-            accuracy=m['token_predictor/accuracy'],
-            majority_baseline=m['token_predictor/majority_baseline'],
-            nll=m['token_predictor/nll'],
-            marginal_nll=m['token_predictor/marginal_nll'],
-            information=m['token_predictor/information'])
+            **{k: m[f'token_predictor/{k}']
+               for k in PREDICTOR_METRICS})
 
     def train_addp(self, stage_dir):
         options = dict(self.data_options('imagenet', keys=('train', )))
@@ -430,13 +431,10 @@ class Demo:
             'tokenizer/code_usage': tok['code_usage'],
             'tokenizer/perplexity': tok['perplexity'],
             'tokenizer/recon_top1': ev['recon_top1'],
-            'token_predictor/accuracy': r('token_predictor')['accuracy'],
-            'token_predictor/majority_baseline': r('token_predictor')['majority_baseline'],
-            # what ADDP's targets can teach: nats per masked id beyond code frequencies
-            'token_predictor/nll': r('token_predictor')['nll'],
-            'token_predictor/marginal_nll': r('token_predictor')['marginal_nll'],
-            'token_predictor/information': r('token_predictor')['information'],
-            'addp/loss_first': r('addp')['loss_first'],
+            **{
+                f'token_predictor/{k}': r('token_predictor')[k]
+                for k in PREDICTOR_METRICS
+            }, 'addp/loss_first': r('addp')['loss_first'],
             'addp/loss_last': r('addp')['loss_last']
         }
         for name in ('addp', 'predictor', 'recon', 'start', 'noise', 'real'):

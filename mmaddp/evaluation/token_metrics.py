@@ -76,7 +76,7 @@ class MaskedTokenAccuracy(BaseMetric):
         metrics = dict(
             accuracy=100.0 * sum(r['correct'] for r in results) / total,
             majority_baseline=100.0 * int(hist.max()) / total)
-        if results and all('nll' in r for r in results):
+        if all('nll' in r for r in results):
             p = hist[hist > 0].double() / total
             marginal = float(-(p * p.log()).sum())
             nll = sum(r['nll'] for r in results) / total
