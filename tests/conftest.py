@@ -14,7 +14,7 @@ for path in (ROOT, osp.join(ROOT, 'tools')):  # the package, and the demo's help
 TOKENIZER_CFG = osp.join(ROOT, 'configs', 'vq_tokenizer',
                          'vq-tokenizer-tiny-f4_1xb64-1000i_demo.py')
 PREDICTOR_CFG = osp.join(ROOT, 'configs', 'token_predictor',
-                         'token-predictor-tiny_1xb64-800i_demo.py')
+                         'token-predictor-tiny_1xb64-2400i_demo.py')
 ITERS = 150  # short training runs of the tiny configs in the tests
 
 

@@ -43,7 +43,7 @@ from demo.stages import (load_config, prepare_config, run_stage, run_tool, tools
 
 CONFIGS = dict(
     tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny-f4_1xb64-1000i_demo.py',
-    token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-800i_demo.py',
+    token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-2400i_demo.py',
     addp='configs/addp/addp_vit-nano-p4_1xb64-1000i_demo.py',
     cls='configs/imagenet/addp-vit-nano-p4_1xb64-3000i_demo.py',
     det='configs/mask_rcnn/mask-rcnn_addp-vit-nano-p4_simple-fpn_1xb8-500i_demo-64px.py',

@@ -3,7 +3,7 @@
 _base_ = ['../_base_/datasets/demo_pretrain.py', '../_base_/demo_runtime.py']
 
 tokenizer_checkpoint = 'work_dirs/vq-tokenizer-tiny-f4_1xb64-1000i_demo/iter_1000.pth'
-token_predictor_checkpoint = 'work_dirs/token-predictor-tiny_1xb64-800i_demo/iter_800.pth'
+token_predictor_checkpoint = 'work_dirs/token-predictor-tiny_1xb64-2400i_demo/iter_2400.pth'
 num_codes, width = 512, 64
 model = dict(
     type='ADDP',
@@ -57,7 +57,8 @@ model = dict(
         checkpoint=token_predictor_checkpoint),
     # where the CPU has bf16: predictor and tokenizer decoder in bf16, the
     # tokenizer encoder fp32 so code ids stay exact (benchmarks/results/demo_step.md)
-    frozen_precision='auto')
+    frozen_precision='auto',
+    codebook_token_table=True)  # decoder's code rows from the codebook (docs/demo_schedules.md)
 
 train_dataloader = dict(batch_size=64, num_workers=2)
 optim_wrapper = dict(

@@ -10,7 +10,7 @@ from mmaddp.checkpoint import load_state_into, read_state_dict
 from mmaddp.registry import MODELS
 from ..diffusion import (MaskRatioSchedule, corrupt, eval_mode, fully_masked_pixels,
                          make_generators, mix_code_vectors, sample_ids)
-from ..layers import FrozenPartsMixin
+from ..layers import FrozenPartsMixin, init_table_from_codebook
 from ..utils.data_preprocessor import IMAGENET_MEAN_255, IMAGENET_STD_255, UNIT_RANGE_PREPROCESSOR
 
 #: see ``ADDP``'s ``frozen_precision``
@@ -58,6 +58,14 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
             it, a CPU reporting ``avx512_bf16`` / ``amx_bf16``), else
             ``'fp32'``; decided again when the model moves. Defaults to
             ``'autocast'``. Measurements: ``benchmarks/results/pretrain_step.md``.
+        codebook_token_table (bool): start the code rows of the decoder's
+            token table (``neck.token_emb``) from the tokenizer's code
+            vectors (:func:`~mmaddp.models.layers.init_table_from_codebook`),
+            at the std its initialiser gave them. Not the release (normal
+            (0.02) rows); at small widths the detached table of the MLM layer
+            otherwise never learns what the codes look like and the decoder
+            fits the targets slowly (docs/demo_schedules.md). A
+            ``checkpoint`` replaces the rows. Defaults to False.
         checkpoint (str, optional): a released ``addp-vit-*-16.pth`` or an
             mmaddp ADDP checkpoint to start from. Defaults to None.
         data_preprocessor (dict, optional): Defaults to None (uint8 BGR ->
@@ -73,6 +81,7 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
                  token_predictor: dict,
                  mask_schedule: Optional[dict] = None,
                  frozen_precision: str = 'autocast',
+                 codebook_token_table: bool = False,
                  checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
@@ -99,6 +108,7 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
         if self.backbone.patch_size != self.tokenizer.downsample_factor:
             raise ValueError(f'backbone patch_size {self.backbone.patch_size} must equal the '
                              f'tokenizer downsampling {self.tokenizer.downsample_factor}')
+        self.codebook_token_table = codebook_token_table
         self._checkpoint = checkpoint
         if frozen_precision not in FROZEN_PRECISIONS:
             raise ValueError(f'frozen_precision must be one of {FROZEN_PRECISIONS}, got '
@@ -153,9 +163,12 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
     # ----------------------------------------------------------------- init
     def init_weights(self):
         """Initialise the trained parts only; the frozen ones keep their
-        checkpoints. Then apply ``checkpoint`` if given."""
+        checkpoints. Then the decoder's code rows from the codebook where
+        ``codebook_token_table``, then ``checkpoint`` if given."""
         for part in (self.backbone, self.neck, self.head):
             part.init_weights()
+        if self.codebook_token_table:
+            init_table_from_codebook(self.neck.token_emb.weight, self.tokenizer.codebook)
         if self._checkpoint is not None:
             self.load_checkpoint(self._checkpoint)
         self._is_init = True

@@ -17,8 +17,8 @@ from mmaddp.checkpoint import load_state_into, read_state_dict
 from mmaddp.checkpoint.layouts import is_unused_mage_key
 from mmaddp.registry import MODELS
 from ..diffusion import TruncatedNormalMaskRatio, eval_mode, make_generators, sample_ids
-from ..layers import (FrozenPartsMixin, MlmLayer, init_like_release, layer_norm,
-                      select_attention_kernel)
+from ..layers import (FrozenPartsMixin, MlmLayer, init_like_release, init_table_from_codebook,
+                      layer_norm, select_attention_kernel)
 from ..utils.data_preprocessor import UNIT_RANGE_PREPROCESSOR
 
 
@@ -71,6 +71,14 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
         drop_rate (float): dropout of embeddings, attention and block outputs.
         tokenizer (dict, optional): a frozen VQTokenizer config, needed only
             for training on images.
+        codebook_token_table (bool): start the code rows of the token table
+            from the ``tokenizer``'s code vectors
+            (:func:`~mmaddp.models.layers.init_table_from_codebook`), at the
+            std the initialiser gave them, instead of random rows. Not the
+            release (MAGE draws them from normal(0.02)); at small widths the
+            detached output table otherwise never learns what the codes
+            look like (docs/demo_schedules.md). Needs ``tokenizer``; a
+            ``checkpoint`` replaces the rows. Defaults to False.
         frozen (bool): eval mode and no gradients, for use inside ADDP.
         checkpoint (str, optional): a released MAGE file or an mmaddp one.
         init_cfg (dict | list[dict], optional): mmengine initialisers for the
@@ -109,6 +117,7 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
                  label_smoothing: float = 0.1,
                  mask_ratio: Optional[dict] = None,
                  tokenizer: Optional[dict] = None,
+                 codebook_token_table: bool = False,
                  frozen: bool = False,
                  checkpoint: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -153,6 +162,10 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
         self.hold_frozen(
             tokenizer=MODELS.build(dict(tokenizer, frozen=True)) if tokenizer else None)
         self.frozen = frozen
+        if codebook_token_table and tokenizer is None:
+            raise ValueError('TokenPredictor: codebook_token_table=True starts the token table '
+                             'from the tokenizer\'s codes: configure a `tokenizer`')
+        self.codebook_token_table = codebook_token_table
         self._init_own_weights()
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
@@ -163,7 +176,8 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
     def _init_own_weights(self):
         """The release's init (MAGE: xavier_uniform Linears, normal(0.02)
         token table, position tables and learned decoder positions), or the
-        ``init_cfg`` initialisers for the layers."""
+        ``init_cfg`` initialisers for the layers; then the code rows from the
+        codebook where ``codebook_token_table``."""
         init_like_release(
             list(self.children()),
             embeddings=[
@@ -171,6 +185,9 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
                 self.decoder_pos_embed_learned
             ],
             layer_init_cfg=self.init_cfg)
+        if self.codebook_token_table:
+            init_table_from_codebook(self.token_emb.word_embeddings.weight,
+                                     self.tokenizer.codebook)
 
     def init_weights(self):
         """Weights are set in ``__init__`` (and by ``checkpoint``), so the

@@ -320,6 +320,11 @@ class VQTokenizer(BaseModel):
         not clamped; in the decoder's dtype)."""
         return self.decoder(self._to_io_format('decoder', vectors))
 
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The code vectors, num_codes x code_dim."""
+        return self.quantize.embedding.weight
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Ids B x h x w -> code vectors B x C x h x w."""
         return self.quantize.embedding(ids).permute(0, 3, 1, 2)

@@ -22,6 +22,7 @@ model = dict(
     drop_rate=0.0,
     label_smoothing=0.1,  # no dropout (docs/demo_schedules.md)
     mask_ratio=dict(mean=0.55, std=0.25, low=0.5, high=1.0),
+    codebook_token_table=True,  # code rows from the codebook (docs/demo_schedules.md)
     tokenizer=dict(
         type='VQTokenizer',
         base_channels=32,
@@ -46,7 +47,7 @@ optim_wrapper = dict(
     type='CPUBf16OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, fused=True),
     paramwise_cfg=dict(flat_decay_mult=0.0))
-max_iters = 800
+max_iters = 2400
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=100, end=max_iters),
