@@ -7,8 +7,7 @@ from .norm import LAYER_NORM_EPS, layer_norm
 from .release_init import RELEASE_INIT_CFG, init_like_release, init_patch_projection
 
 __all__ = [
-    'explicit_attention', 'select_attention_kernel', 'use_explicit_attention', 'init_table_from_codebook',
-    'FrozenPartsMixin',
-    'MlmLayer', 'LAYER_NORM_EPS', 'layer_norm', 'RELEASE_INIT_CFG', 'init_like_release',
-    'init_patch_projection'
+    'explicit_attention', 'select_attention_kernel', 'use_explicit_attention',
+    'init_table_from_codebook', 'FrozenPartsMixin', 'MlmLayer', 'LAYER_NORM_EPS', 'layer_norm',
+    'RELEASE_INIT_CFG', 'init_like_release', 'init_patch_projection'
 ]

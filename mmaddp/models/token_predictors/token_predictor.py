@@ -186,8 +186,7 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
             ],
             layer_init_cfg=self.init_cfg)
         if self.codebook_token_table:
-            init_table_from_codebook(self.token_emb.word_embeddings.weight,
-                                     self.tokenizer.codebook)
+            init_table_from_codebook(self.token_emb.word_embeddings.weight, self.tokenizer.codebook)
 
     def init_weights(self):
         """Weights are set in ``__init__`` (and by ``checkpoint``), so the
