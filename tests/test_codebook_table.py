@@ -5,17 +5,11 @@ import numpy as np
 import pytest
 import torch
 from test_addp import CODES, tiny_addp
+from test_tokenizer_predictor import SMALL_MAGE
 
 from mmaddp.models import TokenPredictor
 from mmaddp.models.layers import init_table_from_codebook
 
-SMALL_MAGE = dict(
-    embed_dims=32,
-    depth=1,
-    num_heads=2,
-    decoder_embed_dims=32,
-    decoder_depth=1,
-    decoder_num_heads=2)
 TINY_TOKENIZER = dict(
     type='VQTokenizer',
     base_channels=16,
