@@ -3,11 +3,11 @@
 The MLM layer (:class:`~mmaddp.models.layers.MlmLayer`) scores the codes by
 a dot product with the model's token table, *detached* as in the release: the
 table learns only where it embeds input tokens, never from the output
-logits. At the release's widths (768 / 1024) a random normal(0.02) table
-spans the logit space well enough; at the demo's widths (64-128 for 512
-codes) the logits of a random table are stuck in a random low-dimensional
-subspace that training never aligns with what the codes look like, and the
-targets are fitted slowly (docs/demo_schedules.md). Starting the code rows
+logits. At the demo's widths (64-128 for 512 codes) the logits of a random
+table are stuck in a random low-dimensional subspace that training never
+aligns with what the codes look like, and the targets are fitted slowly
+(measured: docs/demo_schedules.md; the release's widths, 768 / 1024, were
+not measured). Starting the code rows
 from the tokenizer's own code vectors gives codes that look alike nearby
 rows from the first step. mmengine's initialisers address one module at a
 time and cannot read another model's codebook, so this is written here.
