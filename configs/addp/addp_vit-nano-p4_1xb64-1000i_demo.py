@@ -31,7 +31,9 @@ model = dict(
             dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
             dict(type='Normal', layer='Embedding', std=0.24)
         ]),
-    head=dict(type='DenoisingHead', label_smoothing=0.1),
+    # the targets are the teacher's distributions already: no label smoothing
+    # on top (the release's 0.1; docs/demo_schedules.md)
+    head=dict(type='DenoisingHead', label_smoothing=0.0),
     tokenizer=dict(
         type='VQTokenizer',
         base_channels=32,
