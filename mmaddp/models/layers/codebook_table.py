@@ -7,10 +7,10 @@ logits. At the demo's widths (64-128 for 512 codes) the logits of a random
 table are stuck in a random low-dimensional subspace that training never
 aligns with what the codes look like, and the targets are fitted slowly
 (measured: docs/demo_schedules.md; the release's widths, 768 / 1024, were
-not measured). Starting the code rows
-from the tokenizer's own code vectors gives codes that look alike nearby
-rows from the first step. mmengine's initialisers address one module at a
-time and cannot read another model's codebook, so this is written here.
+not measured). Starting the code rows from the tokenizer's own code vectors
+gives codes that look alike nearby rows from the first step. mmengine's
+initialisers address one module at a time and cannot read another model's
+codebook, so this is written here.
 """
 import torch
 
