@@ -75,7 +75,7 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
     work = tmp_path / 'demo'
     cmd = [
         sys.executable, 'tools/run_demo.py', '--quick', '--work-dir',
-        str(work), '--data-root', demo_root
+        str(work), '--data-root', demo_root, '--second-seed', 'always'
     ]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -84,8 +84,8 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
 
     report = (work / 'report.md').read_text()
     for heading in ('## Pretraining', '## Generation', '## Representation',
-                    '## Pixel versus token input', '## Targets', '## Figures',
-                    '## Wall time per stage'):
+                    '### Second seed (seed 1)', '## Pixel versus token input', '## Targets',
+                    '## Figures', '## Wall time per stage'):
         assert heading in report
     record = json.loads((work / 'metrics.json').read_text())
     expected = {
@@ -95,7 +95,8 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
         'probe_random/top1', 'cls/top1', 'cls_random/top1', 'cls_few/top1', 'cls_few_random/top1',
         'det/bbox_AP50', 'det/segm_AP50', 'det_random/bbox_AP50', 'det_random/segm_AP50',
         'seg/mIoU', 'seg_random/mIoU', 'cls_token/top1', 'det_token/bbox_AP50',
-        'det_token/segm_AP50', 'seg_token/mIoU'
+        'det_token/segm_AP50', 'seg_token/mIoU', 'addp_seed1/loss_last', 'probe_seed1/top1',
+        'probe_random_seed1/top1', 'cls_few_seed1/top1', 'cls_few_random_seed1/top1'
     }
     expected |= {
         f'generation/{images}/{key}'
@@ -106,6 +107,13 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
     assert all(math.isfinite(v) for v in record['metrics'].values())
     assert set(record['bars']) == {'cls/top1', 'seg/mIoU', 'det/bbox_AP50', 'det/segm_AP50'}
     assert len(record['targets']) == 9 and all('met' in t for t in record['targets'])
+    repeated = {t['metric'] for t in record['targets'] if 'second_seed' in t}
+    assert repeated == {'probe/top1', 'cls_few/top1'}
+    # the second seed's ADDP is another run: its own checkpoint, its own loss curve
+    seed1 = json.loads((work / 'addp_seed1' / MARKER).read_text())['results']
+    assert seed1['ran'] and seed1['checkpoint'].startswith(str(work / 'addp_seed1'))
+    for stage in ('addp_seed1', 'cls_few_random_seed1'):
+        assert Config.fromfile(work / stage / 'config.py').randomness.seed == 1
     assert record['cpu_flags'] is not None
     for name in record['figures'].values():
         assert (work / name).stat().st_size > 1000  # real PNGs
@@ -186,8 +194,8 @@ def test_stages_start_after_what_they_need(tmp_path, monkeypatch, jobs):
             assert log[name][0] >= log[dep][1], (name, dep)
     assert run_demo.DEPENDS['seg'] == ('addp', )  # UperNet starts from ADDP itself
     assert run_demo.DEPENDS['seg_random'] == ('data', )
-    if jobs > 1:
-        assert log['cls_random'][0] < log['addp'][1]
+    if jobs > 1:  # a random-weight baseline runs beside the pretraining
+        assert log['probe_random'][0] < log['addp'][1]
     start, end = log['tokenizer']  # EXCLUSIVE: runs alone, with every core
     assert all(e <= start or s >= end for n, (s, e) in log.items() if n != 'tokenizer')
     # a second run reuses every finished stage
@@ -222,6 +230,51 @@ def test_targets_compare_against_their_references():
     assert probe['met'] and probe['margin_beyond_2se']
     # 2 SE of a difference of two 500-image accuracies at 60 % and 30 %
     assert probe['two_se'] == pytest.approx(200 * math.sqrt((.6 * .4 + .3 * .7) / 500), abs=0.01)
+
+
+def test_second_seed_where_a_margin_is_within_two_standard_errors(tmp_path, monkeypatch):
+    """``auto`` repeats a margin only within 2 SE; the targets then hold
+    both seeds, their mean margin, and are met only when both seeds meet them."""
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import run_demo
+    monkeypatch.setattr(run_demo.Demo, 'counts', lambda self: dict(cls_val=500))
+    first = dict(probe=34.4, probe_random=29.2, cls_few=70.0, cls_few_random=40.0)
+
+    def demo(mode):
+        d = run_demo.Demo(str(tmp_path / mode), str(tmp_path / 'data'), 'quick', second_seed=mode)
+        d.records = {k: dict(results=dict(top1=v)) for k, v in first.items()}
+        return d
+
+    # +5.2 at 34.4 vs 29.2 over 500 images is inside 2 SE (5.9); +30 is not
+    assert demo('auto').margins_to_repeat() == {'probe/top1': True, 'cls_few/top1': False}
+    assert demo('always').margins_to_repeat() == {'probe/top1': True, 'cls_few/top1': True}
+    never = demo('never')
+    assert never.train_addp_second_seed(str(tmp_path)) == dict(
+        ran=False, repeat={
+            'probe/top1': False,
+            'cls_few/top1': False
+        })
+    never.records['addp_seed1'] = dict(results=never.train_addp_second_seed(str(tmp_path)))
+    assert never.repeat_with_second_seed(str(tmp_path), 'probe_random_seed1') == dict(ran=False)
+    with pytest.raises(ValueError, match='second_seed must be one of'):
+        run_demo.Demo(str(tmp_path / 'x'), str(tmp_path / 'data'), 'quick', second_seed='twice')
+
+    m = {key: 0.0 for row in run_demo.TARGETS for key in (row[0], row[2]) if key}
+    m.update({
+        'probe/top1': 52.0,
+        'probe_random/top1': 30.0,
+        'probe_seed1/top1': 45.0,
+        'probe_random_seed1/top1': 31.0
+    })
+    rows = {r['metric']: r for r in run_demo.check_targets(m, dict(cls_val=500))}
+    probe = rows['probe/top1']
+    assert probe['second_seed']['value'] == 45.0 and not probe['second_seed']['met']  # +14 < 20
+    assert probe['mean_margin'] == pytest.approx(18.0)
+    assert not probe['met']  # seed 0 meets it (+22), seed 1 does not
+    assert 'second_seed' not in rows['cls_few/top1']  # no seed-1 numbers for it
+    report = run_demo.render_second_seed(m, list(rows.values()))
+    assert '| linear probe | 1 | 45.00 | 31.00 | +14.00 |' in '\n'.join(report)
+    assert '| linear probe | mean | 48.50 | 30.50 | +18.00 | - |' in report
 
 
 def test_stage_processes_get_the_malloc_settings_unless_the_shell_has_them(tmp_path, monkeypatch):
