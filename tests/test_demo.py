@@ -51,6 +51,32 @@ def test_stage_runs_once_and_redoes_an_interrupted_one(tmp_path):
     assert not (tmp_path / 'c' / MARKER).exists()
 
 
+def test_a_moved_run_folder_reads_its_own_files(tmp_path):
+    """Markers keep paths inside the run folder relative to it: after the
+    folder is moved, a reused stage points into the new place, not the old."""
+    old = tmp_path / 'old'
+
+    def work(stage_dir):
+        ckpt = osp.join(stage_dir, 'iter_10.pth')
+        open(ckpt, 'w').write('weights')
+        return dict(checkpoint=ckpt, folders=dict(a=stage_dir), data='/elsewhere/data', n=3)
+
+    first = run_stage(str(old), 'a', work, log=lambda m: None)
+    assert first['results']['checkpoint'] == str(old / 'a' / 'iter_10.pth')
+    stored = json.loads((old / 'a' / MARKER).read_text())['results']
+    assert stored == dict(
+        checkpoint='$WORK_DIR/a/iter_10.pth',
+        folders=dict(a='$WORK_DIR/a'),
+        data='/elsewhere/data',
+        n=3)
+    os.rename(old, tmp_path / 'new')
+    again = run_stage(str(tmp_path / 'new'), 'a', work, log=lambda m: None)
+    assert again['skipped']
+    assert again['results']['checkpoint'] == str(tmp_path / 'new' / 'a' / 'iter_10.pth')
+    assert again['results']['folders'] == dict(a=str(tmp_path / 'new' / 'a'))
+    assert again['results']['data'] == '/elsewhere/data'
+
+
 def test_schedule_scaling_and_flat_stage_config(tmp_path):
     src = osp.join(ROOT, 'configs', 'mask_rcnn',
                    'mask-rcnn_addp-vit-nano-p4_simple-fpn_1xb8-500i_demo-64px.py')
@@ -111,7 +137,7 @@ def test_quick_demo_end_to_end(tmp_path, demo_root):
     assert repeated == {'probe/top1', 'cls_few/top1'}
     # the second seed's ADDP is another run: its own checkpoint, its own loss curve
     seed1 = json.loads((work / 'addp_seed1' / MARKER).read_text())['results']
-    assert seed1['ran'] and seed1['checkpoint'].startswith(str(work / 'addp_seed1'))
+    assert seed1['ran'] and seed1['checkpoint'].startswith('$WORK_DIR/addp_seed1/')
     for stage in ('addp_seed1', 'cls_few_random_seed1'):
         assert Config.fromfile(work / stage / 'config.py').randomness.seed == 1
     assert record['cpu_flags'] is not None

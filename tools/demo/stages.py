@@ -2,7 +2,9 @@
 
 A stage owns one folder. It counts as done only when its ``DONE.json`` marker
 exists; the marker is written atomically after the stage's work succeeded and
-holds its results and wall time. A stage folder without a marker (an
+holds its results and wall time, with paths inside the run's folder written
+relative to it (``$WORK_DIR/...``), so a run folder that was moved or copied
+reads its own checkpoints, not those of the folder it came from. A stage folder without a marker (an
 interrupted run) is wiped and redone, so a half-written checkpoint is never
 used. MMEngine has no notion of a pipeline of runs, so this is written here.
 """
@@ -19,6 +21,8 @@ import time
 from typing import Callable, Dict, List, Optional
 
 MARKER = 'DONE.json'
+#: how a marker writes the run folder at the start of a path
+WORK_PREFIX = '$WORK_DIR'
 # glibc's malloc hands freed blocks over 128 KiB back to the system and then
 # faults the pages in again at the next allocation, every iteration; with
 # higher thresholds a stage's process keeps its activations' memory (measured
@@ -46,6 +50,34 @@ def write_json_atomic(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def _map_strings(obj, fn):
+    if isinstance(obj, str):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_strings(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_map_strings(v, fn) for v in obj]
+    return obj
+
+
+def portable_paths(results, work_root: str):
+    """``results`` with every path inside ``work_root`` written from
+    ``$WORK_DIR`` (what a marker stores)."""
+    root = osp.abspath(work_root)
+    return _map_strings(
+        results, lambda v: WORK_PREFIX + v[len(root):]
+        if v == root or v.startswith(root + os.sep) else v)
+
+
+def resolved_paths(results, work_root: str):
+    """The inverse of :func:`portable_paths` for the run folder the marker
+    is read from now."""
+    root = osp.abspath(work_root)
+    return _map_strings(
+        results, lambda v: root + v[len(WORK_PREFIX):]
+        if v == WORK_PREFIX or v.startswith(WORK_PREFIX + '/') else v)
+
+
 def run_stage(work_root: str,
               name: str,
               fn: Callable[[str], Dict],
@@ -60,7 +92,7 @@ def run_stage(work_root: str,
         with open(marker) as f:
             record = json.load(f)
         log(f'[{name}] done before ({record["seconds"]:.0f} s), skipped')
-        return dict(record, skipped=True)
+        return dict(record, results=resolved_paths(record['results'], work_root), skipped=True)
     if osp.isdir(stage_dir):
         log(f'[{name}] found an unfinished run: removing {stage_dir} and starting over')
         shutil.rmtree(stage_dir)
@@ -69,7 +101,7 @@ def run_stage(work_root: str,
     start = time.time()
     results = fn(stage_dir)
     record = dict(results=results, seconds=round(time.time() - start, 1))
-    write_json_atomic(marker, record)
+    write_json_atomic(marker, dict(record, results=portable_paths(results, work_root)))
     log(f'[{name}] finished in {record["seconds"]:.0f} s: {results}')
     return dict(record, skipped=False)
 
