@@ -95,10 +95,14 @@ def test_bad_arguments_name_the_problem():
 
 
 def test_demo_classification_config_augments_in_the_preprocessor():
-    """The tiny classification config trains with BatchRandomAffine through
+    """The few-label classification config trains with BatchRandomAffine through
     mmpretrain's ClsDataPreprocessor: it changes training batches, not
     evaluation ones."""
-    cfg = Config.fromfile(f'{ROOT}/configs/imagenet/addp-vit-nano-p4_1xb64-3000i_demo.py')
+    cfg = Config.fromfile(
+        f'{ROOT}/configs/imagenet/addp-vit-nano-p4_1xb64-1000i_demo-100-per-class.py')
+    # the all-label config has no batch augments (docs/demo_schedules.md)
+    assert Config.fromfile(f'{ROOT}/configs/imagenet/addp-vit-nano-p4_1xb64-6000i_demo.py'
+                           ).data_preprocessor.get('batch_augments') is None
     assert cfg.data_preprocessor.type == 'ClsDataPreprocessor'
     pre = MODELS.build(cfg.data_preprocessor)
     batch = dict(

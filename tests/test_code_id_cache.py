@@ -17,7 +17,9 @@ from conftest import load_tool
 encode_training_views = load_tool('dataset_converters/cache_code_ids.py').encode_training_views
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CLS_CFG = osp.join(ROOT, 'configs', 'imagenet', 'addp-vit-nano-p4_1xb64-3000i_demo.py')
+# the few-label recipe: the demo's classification config with batch augments
+CLS_CFG = osp.join(ROOT, 'configs', 'imagenet',
+                   'addp-vit-nano-p4_1xb64-1000i_demo-100-per-class.py')
 TOKENIZER = dict(
     type='VQTokenizer',
     base_channels=8,
@@ -91,6 +93,24 @@ def test_views_are_the_run_s_augmented_images_encoded(token_cfg, tmp_path):
     np.testing.assert_array_equal(ids, np.stack(refs))
     # each view is its own augmentation draw
     assert (ids[0] != ids[1]).any() and (ids[1] != ids[2]).any()
+
+
+def test_one_view_without_batch_augments(token_cfg, tmp_path):
+    """Without batch augments every pass would read the same ids: one view,
+    the ids of the normalised images themselves."""
+    token_cfg.data_preprocessor.batch_augments = None
+    out = str(tmp_path / 'ids.npz')
+    assert encode_training_views(token_cfg, out, log=lambda _: None)['views'] == 1
+    model = build_classifier(token_cfg).eval()
+    dataset = DATASETS.build(token_cfg.train_dataloader.dataset)
+    items = [dataset[i] for i in range(16)]
+    data = dict(
+        inputs=torch.stack([item['inputs'] for item in items]),
+        data_samples=[item['data_samples'] for item in items])
+    with torch.no_grad():
+        ref = model.backbone.patch_embed.code_ids(model.data_preprocessor(data)['inputs']).numpy()
+    with np.load(out) as f:
+        np.testing.assert_array_equal(f['ids'], ref[None])
 
 
 def test_classifier_reads_cached_ids_as_it_reads_their_images(token_cfg, tmp_path):

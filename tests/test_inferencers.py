@@ -14,7 +14,7 @@ from PIL import Image
 from mmaddp.registry import MODELS
 from conftest import ROOT
 
-CLS_CFG = osp.join(ROOT, 'configs', 'imagenet', 'addp-vit-nano-p4_1xb64-3000i_demo.py')
+CLS_CFG = osp.join(ROOT, 'configs', 'imagenet', 'addp-vit-nano-p4_1xb64-6000i_demo.py')
 DET_CFG = osp.join(ROOT, 'configs', 'mask_rcnn',
                    'mask-rcnn_addp-vit-nano-p4_simple-fpn_1xb8-500i_demo-64px.py')
 SEG_CFG = osp.join(ROOT, 'configs', 'upernet', 'upernet_addp-vit-nano-p4_1xb8-1400i_demo-64x64.py')

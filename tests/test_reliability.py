@@ -254,7 +254,7 @@ def _bad_files(folder, runner_ckpt):
 
 
 TINY = osp.join(ROOT, 'tests', 'configs', 'tiny_cls.py')
-CLS = osp.join(ROOT, 'configs', 'imagenet', 'addp-vit-nano-p4_1xb64-3000i_demo.py')
+CLS = osp.join(ROOT, 'configs', 'imagenet', 'addp-vit-nano-p4_1xb64-6000i_demo.py')
 GEN = osp.join(ROOT, 'configs', 'addp', 'addp_vit-nano-p4_1xb64-1000i_demo.py')
 #: (tool, arguments with {name} for the files above, expected words of the line)
 BAD_INPUTS = {

@@ -52,20 +52,20 @@ CONFIGS = dict(
     tokenizer='configs/vq_tokenizer/vq-tokenizer-tiny-f4_1xb64-1000i_demo.py',
     token_predictor='configs/token_predictor/token-predictor-tiny_1xb64-2400i_demo.py',
     addp='configs/addp/addp_vit-nano-p4_1xb64-1000i_demo.py',
-    cls='configs/imagenet/addp-vit-nano-p4_1xb64-3000i_demo.py',
+    cls='configs/imagenet/addp-vit-nano-p4_1xb64-6000i_demo.py',
+    cls_few='configs/imagenet/addp-vit-nano-p4_1xb64-1000i_demo-100-per-class.py',
     det='configs/mask_rcnn/mask-rcnn_addp-vit-nano-p4_simple-fpn_1xb8-500i_demo-64px.py',
     seg='configs/upernet/upernet_addp-vit-nano-p4_1xb8-1400i_demo-64x64.py',
 )
-#: iterations per stage (None: the config's own); ``cls_few`` is the
-#: classification config on 100 labelled images per class
+#: iterations per stage (None: the config's own)
 ITERS = dict(
     full=dict(
         tokenizer=None, token_predictor=None, addp=None, cls=None, cls_few=None, det=None,
         seg=None),
     quick=dict(tokenizer=20, token_predictor=20, addp=20, cls=20, cls_few=10, det=10, seg=10),
 )
-#: few-label fine-tuning: labelled images per class, iterations (full mode)
-FEW_LABELS, FEW_ITERS = 100, 1000
+#: few-label fine-tuning: labelled images per class (``cls_few``'s config)
+FEW_LABELS = 100
 #: what the token predictor stage records (``MaskedTokenAccuracy``); the
 #: last three say what ADDP's targets can teach: nats per masked id beyond
 #: code frequencies
@@ -194,12 +194,10 @@ class Demo:
     def result(self, name: str) -> dict:
         return self.records[name]['results']
 
-    def config(self, key: str, stage_dir: str, options: dict, iters_key: str = None) -> str:
+    def config(self, key: str, stage_dir: str, options: dict) -> str:
         """The stage's flat config: data roots on the bundled data, the
         previous stages' checkpoints, the demo's iteration count."""
-        iters = ITERS[self.mode][iters_key or key]
-        if iters is None and iters_key == 'cls_few':
-            iters = FEW_ITERS
+        iters = ITERS[self.mode][key]
         return prepare_config(
             osp.join(ROOT, CONFIGS[key]),
             osp.join(stage_dir, 'config.py'),
@@ -210,8 +208,8 @@ class Demo:
         root = osp.join(self.data, part) + '/'
         return {f'{k}_dataloader.dataset.data_root': root for k in keys}
 
-    def train(self, key, stage_dir, options, test=True, iters_key=None):
-        cfg = self.config(key, stage_dir, options, iters_key)
+    def train(self, key, stage_dir, options, test=True):
+        cfg = self.config(key, stage_dir, options)
         name = osp.basename(stage_dir)
         return train_and_test(
             cfg,
@@ -467,7 +465,7 @@ class Demo:
                 num_codes=num_codes,
                 pipeline=[dict(type='PackInputs')])
             options['data_preprocessor.type'] = 'CodeIdDataPreprocessor'
-        out = self.train(task, stage_dir, options, iters_key='cls_few' if few else task)
+        out = self.train('cls_few' if few else task, stage_dir, options)
         m = out['metrics']
         if task == 'cls':
             results = dict(top1=m['accuracy/top1'])

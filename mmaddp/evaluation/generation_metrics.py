@@ -173,7 +173,7 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
             input1=samples, input2=reference, fid=True, isc=True,
             feature_extractor='mmaddp-classifier',
             feature_extractor_weights_path='work_dirs/cls/iter_3000.pth',
-            classifier_config='configs/imagenet/addp-vit-nano-p4_1xb64-3000i_demo.py')
+            classifier_config='configs/imagenet/addp-vit-nano-p4_1xb64-6000i_demo.py')
 
     torch-fidelity constructs extractors itself, as
     ``cls(name, features_list, **kwargs)`` with every keyword argument given

@@ -5,7 +5,8 @@ once, so that the run reads code ids instead of encoding every batch.
         [--views V] [--seed S] [--cfg-options KEY=VALUE ...]
 
 CONFIG is the run's config (its backbone has ``token_input``); V defaults to
-the number of passes its schedule makes over the training set. Train the run
+the number of passes its schedule makes over the training set where its data
+preprocessor has batch augments, else to 1 (every view would be the same). Train the run
 on the file with::
 
     --cfg-options train_dataloader.dataset.type=CodeIdDataset \\
@@ -38,6 +39,8 @@ def encode_training_views(cfg,
                           show_progress: bool = False) -> dict:
     """Encode ``views`` augmented copies of the training set of ``cfg`` (a
     classification config whose backbone has ``token_input``); write ``out``.
+    ``views`` defaults to the passes of the schedule where the data
+    preprocessor has batch augments, else 1.
 
     The images go through the config's training pipeline once, then, per view,
     through its data preprocessor in training mode (normalisation and batch
@@ -74,8 +77,10 @@ def _encode(cfg, token_input, out, views, seed, batch_size, log, show_progress) 
     loader_cfg = cfg.train_dataloader
     dataset = DATASETS.build(loader_cfg.dataset)
     n = len(dataset)
-    if views is None:
-        views = math.ceil(cfg.train_cfg.max_iters * loader_cfg.batch_size / n)
+    if views is None:  # the training pipeline runs once: views differ by batch augments only
+        views = (
+            math.ceil(cfg.train_cfg.max_iters * loader_cfg.batch_size /
+                      n) if pre_cfg.get('batch_augments') else 1)
     if views < 1:
         raise ValueError(f'views must be >= 1, got {views}')
     # the training pipeline's output (decoded, unaugmented images), held once
@@ -120,7 +125,8 @@ def main():
         '--views',
         type=int,
         default=None,
-        help='augmented views per image (default: passes of the schedule)')
+        help='augmented views per image (default: passes of the schedule, 1 '
+        'without batch augments)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the augmentation draws')
     parser.add_argument(
         '--cfg-options',
