@@ -93,11 +93,15 @@ def scipy_fid(feats1, feats2):
     return float(np.sum((mu1 - mu2)**2) + np.trace(s1 + s2 - 2 * covmean.real))
 
 
-def numpy_inception_score(logits, splits):
-    """exp(mean KL(p(y|x) || p(y))) per split, splits [i N / k, (i + 1) N / k)."""
+def numpy_inception_score(logits, splits, shuffle=True):
+    """exp(mean KL(p(y|x) || p(y))) per split, splits [i N / k, (i + 1) N / k)
+    of the samples in the order of a seeded permutation (``shuffle``; the
+    protocol of torch-fidelity's IS: ``RandomState(2020).permutation``)."""
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     n = len(p)
+    if shuffle:
+        p = p[np.random.RandomState(2020).permutation(n)]
     scores = []
     for i in range(splits):
         part = p[i * n // splits:(i + 1) * n // splits]
@@ -136,7 +140,7 @@ def test_calculate_metrics_with_the_classifier_matches_scipy(classifier_ckpt, im
     expect_fid = scipy_fid(feats_a, feats_b)
     assert expect_fid > 1
     assert out['frechet_inception_distance'] == pytest.approx(expect_fid, rel=1e-6)
-    is_mean, is_std = numpy_inception_score(logits_a, 4)
+    is_mean, is_std = numpy_inception_score(logits_a, 4, shuffle=False)
     assert is_mean > 1.05 and is_std > 0  # not the trivial uniform-probability case
     assert out['inception_score_mean'] == pytest.approx(is_mean, rel=1e-6)
     assert out['inception_score_std'] == pytest.approx(is_std, rel=1e-5)
@@ -166,6 +170,12 @@ def test_classifier_feature_net_metrics_and_confident_share(classifier_ckpt, ima
     np.testing.assert_allclose(probs.numpy().max(1), top, rtol=1e-6)
     # FID of a set against itself: 0
     assert net.compute_metrics(a, a)['fid'] == pytest.approx(0, abs=1e-6)
+    # a set in class order (as the val folder is read): the shuffle before the
+    # splits keeps IS from collapsing towards 1 (one class per split)
+    order = np.argsort(logits_a.argmax(1), kind='stable')
+    by_class = net.compute_metrics(a[torch.from_numpy(order)], b)['is_mean']
+    assert by_class == pytest.approx(numpy_inception_score(logits_a[order], 3)[0], rel=1e-5)
+    assert numpy_inception_score(logits_a[order], 3, shuffle=False)[0] < by_class - 0.05
 
 
 def test_prepared_reference_reuses_cached_features(classifier_ckpt, image_sets):

@@ -292,7 +292,10 @@ class GenerationFeatureNet(ABC):
     Args:
         batch_size (int): images per forward. Default: 64.
         splits (int): IS splits (fewer when there are fewer samples). Split
-            boundaries are torch-fidelity's, ``i * N // splits``. Default: 10.
+            boundaries are torch-fidelity's, ``i * N // splits`` after its
+            fixed shuffle of the samples (seed 2020), so a folder sorted by
+            class (the val split) does not put one class in each split and
+            score IS ~1. Default: 10.
         cuda (bool, optional): run on the GPU. Default: when one is available.
         exclude (list[str]): file names left out of sample folders.
             Default: none.
@@ -338,7 +341,7 @@ class GenerationFeatureNet(ABC):
             cuda=self.cuda,
             cache=False,
             verbose=self.verbose,
-            samples_shuffle=False,
+            samples_shuffle=True,  # torch-fidelity's default: seeded, before the IS splits
             datasets_download=False)
         args.update(self.fidelity_kwargs)
         args.update(self.extractor_kwargs())
