@@ -6,8 +6,8 @@ once, so that the run reads code ids instead of encoding every batch.
 
 CONFIG is the run's config (its backbone has ``token_input``); V defaults to
 the number of passes its schedule makes over the training set where its data
-preprocessor has batch augments, else to 1 (every view would be the same). Train the run
-on the file with::
+preprocessor has batch augments, else to 1 (every view would be the same).
+Train the run on the file with::
 
     --cfg-options train_dataloader.dataset.type=CodeIdDataset \\
         train_dataloader.dataset.cache=FILE.npz ... data_preprocessor.type=CodeIdDataPreprocessor
