@@ -208,7 +208,11 @@ class Demo:
         root = osp.join(self.data, part) + '/'
         return {f'{k}_dataloader.dataset.data_root': root for k in keys}
 
-    def train(self, key, stage_dir, options, test=True):
+    def train(self, key, stage_dir, options, test=True, seed=None):
+        """Train (and test) the stage's config; ``seed`` replaces the
+        config's ``randomness.seed`` (the second seed's runs)."""
+        if seed is not None:
+            options = dict(options, **{'randomness.seed': seed})
         cfg = self.config(key, stage_dir, options)
         name = osp.basename(stage_dir)
         return train_and_test(
@@ -323,9 +327,7 @@ class Demo:
         options = dict(self.data_options('imagenet', keys=('train', )))
         options['model.tokenizer.checkpoint'] = self.result('tokenizer')['checkpoint']
         options['model.token_predictor.checkpoint'] = self.result('token_predictor')['checkpoint']
-        if seed is not None:
-            options['randomness.seed'] = seed
-        out = self.train('addp', stage_dir, options, test=False)
+        out = self.train('addp', stage_dir, options, test=False, seed=seed)
         curve = read_loss_curve(stage_dir)
         plot_loss_curve(curve, osp.join(stage_dir, 'loss_curve.png'))
         first, last = curve[0][1], sum(v for _, v in curve[-4:]) / len(curve[-4:])
@@ -430,8 +432,6 @@ class Demo:
             options['model.backbone.init_cfg'] = None
         else:
             options['model.backbone.init_cfg.checkpoint'] = self.addp_checkpoint(seed)
-        if seed is not None:
-            options['randomness.seed'] = seed
         if task == 'det':
             ann = osp.join(self.data, 'coco', 'annotations', 'instances_val2017.json')
             options['val_evaluator.ann_file'] = ann
@@ -465,7 +465,7 @@ class Demo:
                 num_codes=num_codes,
                 pipeline=[dict(type='PackInputs')])
             options['data_preprocessor.type'] = 'CodeIdDataPreprocessor'
-        out = self.train('cls_few' if few else task, stage_dir, options)
+        out = self.train('cls_few' if few else task, stage_dir, options, seed=seed)
         m = out['metrics']
         if task == 'cls':
             results = dict(top1=m['accuracy/top1'])
