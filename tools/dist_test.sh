@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: tools/dist_train.sh CONFIG CHECKPOINT GPUS [test.py args...]
+# Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
 # Runs GPUS processes with torchrun. Without GPUs the processes run on the CPU
 # with the gloo backend (tools/train.py sets that up).
 set -e

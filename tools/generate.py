@@ -32,7 +32,8 @@ from mmengine.utils import ProgressBar
 import mmaddp  # noqa: F401
 from mmaddp.apis import ADDPGenerationInferencer
 from mmaddp.apis.generation_inferencer import SAMPLERS
-from mmaddp.utils import exit_on_bad_input, load_tool_config, prepare_cpu_memory, prepare_launch
+from mmaddp.utils import (close_launch, exit_on_bad_input, load_tool_config, prepare_cpu_memory,
+                          prepare_launch)
 from mmaddp.utils.generation import (SAMPLE_NAME, check_output_dir, iter_batches, list_sample_files,
                                      shard_indices)
 
@@ -190,9 +191,7 @@ def main(argv=None):
         print(f'{args.num_samples} samples ({world_size} process(es), sampler {args.sampler}, '
               f'seed {args.seed}, '
               f'{args.steps} {args.schedule} steps) in {args.out}; grid: {grid}')
-    barrier()
-    if is_distributed():
-        torch.distributed.destroy_process_group()
+    close_launch()  # waits for rank 0's grid too
 
 
 if __name__ == '__main__':

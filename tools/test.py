@@ -12,8 +12,8 @@ from mmengine.runner import Runner
 
 import mmaddp  # noqa: F401
 from mmaddp.checkpoint import filter_state_dict, load_state_into, read_state_dict, recognise_layout
-from mmaddp.utils import (exit_on_bad_input, load_tool_config, prepare_cpu_memory, prepare_launch,
-                          save_test_metrics)
+from mmaddp.utils import (close_launch, exit_on_bad_input, load_tool_config, prepare_cpu_memory,
+                          prepare_launch, save_test_metrics)
 
 
 def parse_args():
@@ -149,6 +149,7 @@ def main():
     if is_main_process():
         metrics = save_test_metrics(runner.work_dir, args.config, args.checkpoint, metrics)
     print(metrics)
+    close_launch()
 
 
 if __name__ == '__main__':

@@ -15,8 +15,8 @@ import mmaddp  # noqa: F401  (registers models, allow-lists checkpoint classes)
 from mmaddp.checkpoint import (check_runner_checkpoint, load_checkpoint_file,
                                newest_readable_checkpoint)
 from mmaddp.engine.optimizers import cpu_has_fast_bf16
-from mmaddp.utils import (exit_on_bad_input, load_tool_config, prepare_cpu_memory, prepare_launch,
-                          save_test_metrics)
+from mmaddp.utils import (close_launch, exit_on_bad_input, load_tool_config, prepare_cpu_memory,
+                          prepare_launch, save_test_metrics)
 
 
 def parse_args():
@@ -134,6 +134,7 @@ def main():
             ckpt = find_latest_checkpoint(runner.work_dir)
             metrics = save_test_metrics(runner.work_dir, args.config, ckpt, metrics)
         print(metrics)
+    close_launch()
 
 
 if __name__ == '__main__':

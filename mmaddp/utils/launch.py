@@ -1,5 +1,7 @@
-"""Launch settings shared by ``tools/train.py`` and ``tools/test.py``."""
+"""Launch set-up and tear-down shared by ``tools/train.py``,
+``tools/test.py`` and ``tools/generate.py``."""
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -34,3 +36,31 @@ def prepare_launch(cfg) -> None:
     if not dist.is_initialized():
         dist.init_process_group(
             backend='gloo', rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']))
+
+
+def close_launch(settle_s: float = 0.2) -> None:
+    """End this process's part in a distributed launch; without a process
+    group it does nothing.
+
+    The tools call it as the last statement of ``main``. It waits for every
+    rank (a barrier), destroys the default process group (MMEngine creates
+    it and never does) and then sleeps ``settle_s`` seconds, releasing the
+    GIL. The sleep is for gloo's worker threads: DDP's reducer keeps the
+    group alive past ``destroy_process_group`` (torch 2.14), so the threads
+    are not joined, and the thread that ran the last collective frees its
+    tensors afterwards, which takes the GIL. If the interpreter has begun to
+    shut down by then, Python ends that thread inside a C++ destructor and
+    the rank aborts (SIGABRT, "terminate called without an active
+    exception"): torchrun then reports a run whose ranks all finished as
+    failed. A core dump of such a rank shows exactly that thread in
+    ``~AsyncBroadcastWork`` while the main thread is in ``Py_FinalizeEx``.
+
+    Args:
+        settle_s (float): seconds to let those threads finish. Defaults to
+            0.2.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    time.sleep(settle_s)
