@@ -175,7 +175,7 @@ def test_close_launch_destroys_the_process_group(tmp_path):
 def test_distributed_tools_close_their_process_group(tool):
     """Every tool that sets up a launch ends ``main`` with ``close_launch()``:
     without it a gloo rank that has finished can abort at interpreter
-    shutdown (tools/dist_train.sh on the tiny config: 5 of 110 runs)."""
+    shutdown (tools/dist_train.sh on the tiny config: 4 of 55 runs)."""
     tree = ast.parse(open(osp.join(ROOT, 'tools', tool)).read())
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == 'main')
     calls = [
