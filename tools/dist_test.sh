@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
 # Runs GPUS processes with torchrun. Without GPUs the processes run on the CPU
-# with the gloo backend (tools/train.py sets that up).
+# with the gloo backend (tools/test.py sets that up).
 set -e
 CONFIG=$1
 CHECKPOINT=$2
