@@ -266,6 +266,63 @@ def test_generation_inferencer(tmp_path, tiny_generator):
         ADDPGenerationInferencer(str(tmp_path / 'none.py'), tiny_generator['checkpoint'])
 
 
+def test_generation_inferencer_release_start(tmp_path, tiny_generator):
+    """``start_from``: sample i starts from the i-th image of the folder
+    (sorted, recursive, cycling): the same as ``ADDP.generate`` with those
+    images as ``start_images``; folder errors are one line each."""
+
+    from mmaddp.apis import ADDPGenerationInferencer
+    from mmaddp.utils.generation import to_uint8
+    folder = tmp_path / 'val'
+    rng = np.random.default_rng(0)
+    pictures = []
+    for j, sub in enumerate(['a', 'a', 'b']):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        pictures.append(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        Image.fromarray(pictures[-1]).save(folder / sub / f'{j}.png')
+    inferencer = ADDPGenerationInferencer(
+        tiny_generator['nodata'],
+        tiny_generator['checkpoint'],
+        device='cpu',
+        start_from=str(folder))
+    preds = inferencer(4, batch_size=4, seed=7, steps=3, return_datasamples=True)['predictions']
+    starts = torch.stack(
+        [torch.from_numpy(pictures[i % 3]).permute(2, 0, 1) / 255 for i in range(4)])
+    expect = inferencer.model.generate(
+        4, seeds=[sample_seed(7, i) for i in range(4)], steps=3, start_images=starts)
+    for p, image in zip(preds, expect):
+        assert torch.equal(to_uint8(p['image']), to_uint8(image))
+    calls = []
+    real = inferencer.model.generate
+    with mock.patch.object(inferencer.model, 'generate',
+                           lambda *a, **k: calls.append(k) or real(*a, **k)):
+        inferencer([4, 1], batch_size=2, seed=7, steps=1)
+    torch.testing.assert_close(calls[0]['start_images'], starts[[1, 1]], atol=0, rtol=0)
+    with pytest.raises(FileNotFoundError, match='start_from folder not found'):
+        ADDPGenerationInferencer(
+            tiny_generator['nodata'], tiny_generator['checkpoint'], start_from=str(tmp_path / 'x'))
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='holds no image'):
+        ADDPGenerationInferencer(
+            tiny_generator['nodata'],
+            tiny_generator['checkpoint'],
+            start_from=str(tmp_path / 'empty'))
+    with pytest.raises(ValueError, match="not of 'noise'"):
+        ADDPGenerationInferencer(
+            tiny_generator['nodata'],
+            tiny_generator['checkpoint'],
+            sampler='noise',
+            start_from=str(folder))
+    Image.fromarray(pictures[0][:16, :16]).save(folder / 'b' / '9.png')  # another size
+    small = ADDPGenerationInferencer(
+        tiny_generator['nodata'],
+        tiny_generator['checkpoint'],
+        device='cpu',
+        start_from=str(folder))
+    with pytest.raises(ValueError, match='9.png is \\(16, 16\\)'):
+        small(4, batch_size=4, steps=1)
+
+
 def test_generate_one_vs_two_processes(tmp_path, tiny_generator):
     from mmengine.config import Config
     cfg = Config.fromfile(tiny_generator['nodata'])

@@ -59,6 +59,34 @@ def test_start_image_needs_no_data(model):
         model.generate(1, schedule='square')
 
 
+def test_release_start_reads_the_given_images(model):
+    """``start_images`` replaces the first step's pixels only: the encoder
+    reads them at the first prediction (the start image otherwise), passing
+    the start image explicitly gives today's samples bit for bit, and a
+    wrong size is refused."""
+    from unittest import mock
+    seen = []
+    real = model.decode_logits
+
+    def spy(pixels, ids, mask):
+        seen.append((pixels.clone(), mask.clone()))
+        return real(pixels, ids, mask)
+
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with mock.patch.object(model, 'decode_logits', spy):
+        default = model.generate(3, steps=3, seed=5)
+        first_default = seen[0]
+        seen.clear()
+        model.generate(3, steps=3, seed=5, start_images=images)
+    assert torch.equal(first_default[0], model.start_pixels().expand(3, -1, -1, -1))
+    assert torch.equal(seen[0][0], images) and seen[0][1].all()  # every token masked
+    assert not torch.equal(seen[1][0], images)  # later steps read decodes
+    start = model.start_pixels().expand(3, -1, -1, -1).clone()
+    assert torch.equal(model.generate(3, steps=3, seed=5, start_images=start), default)
+    with pytest.raises(ValueError, match=r'start_images must be \(3, 3, 32, 32\)'):
+        model.generate(3, steps=3, seed=5, start_images=images[:, :, :16, :16])
+
+
 def test_predictor_alone_samples_mage_style(model):
     """The token predictor sampling by itself (the baseline ADDP must beat)
     runs the same sampler: the same masked counts per step, revealed ids kept,

@@ -287,3 +287,83 @@ def test_autocast(tiny_tokenizer, tiny_predictor, dtype):
     assert amp_img.dtype == dtype and amp_probs.dtype == torch.float32
     assert (amp_ids == ref_ids).float().mean() > 0.7
     assert (amp_probs - ref_probs).abs().max() < 0.05
+
+
+def _logits_with_encoder_on(pred, ids, mask, seen):
+    """Reference for ``encoder_drop``: per sample, the encoder runs on the
+    class token and the positions in ``seen[j]`` only (a plain loop over
+    explicit index lists); every other step as in ``TokenPredictor.logits``."""
+    rows = []
+    for j in range(ids.shape[0]):
+        tokens = torch.where(mask[j], torch.full_like(ids[j], pred.mask_id), ids[j])
+        tokens = torch.cat([tokens.new_tensor([pred.class_id]), tokens])
+        x = pred.token_emb(tokens[None])
+        index = torch.tensor([0] + [p + 1 for p in seen[j]])
+        x = x[:, index]
+        for blk in pred.blocks:
+            x = blk(x)
+        x = pred.decoder_embed(pred.norm(x))
+        full = x[:, :1].repeat(1, ids.shape[1] + 1, 1)  # masked positions: class vector
+        full[:, index] = x
+        full[0, 1:][mask[j]] = x[0, 0]
+        full = full + pred.decoder_pos_embed_learned
+        for blk in pred.decoder_blocks:
+            full = blk(full)
+        logits = pred.mlm_layer(pred.decoder_norm(full), pred.token_emb.word_embeddings.weight)
+        rows.append(logits[0, 1:, :pred.codebook_size])
+    return torch.stack(rows)
+
+
+def test_encoder_drop_hides_masked_positions_from_the_encoder():
+    """MAGE's drop: with ``encoder_drop=0.5`` of 16 positions, 8 masked
+    positions per sample (fewer where a sample has fewer masked) never reach
+    the encoder. In eval mode the dropped ones follow the fixed
+    ``drop_order`` and no random number is drawn; the result equals running
+    the encoder on the kept positions only, sample by sample."""
+    torch.manual_seed(0)
+    kwargs = dict(
+        arch=dict(
+            embed_dims=32,
+            depth=2,
+            num_heads=2,
+            decoder_embed_dims=32,
+            decoder_depth=1,
+            decoder_num_heads=2),
+        codebook_size=32,
+        num_classes=1,
+        class_id=32,
+        num_tokens=16,
+        frozen=True)
+    pred = TokenPredictor(encoder_drop=0.5, **kwargs)
+    full = TokenPredictor(**kwargs)
+    full.load_state_dict(pred.state_dict())  # same weights, every position encoded
+    ids = torch.randint(0, 32, (3, 16))
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    mask[0, :12] = True  # 12 masked: 8 dropped, 4 seen as [MASK]
+    mask[1, 3:13] = True  # 10 masked
+    mask[2, torch.randperm(16)[:9]] = True  # 9 masked
+    state = torch.get_rng_state()
+    logits = pred.logits(ids, mask)
+    assert torch.equal(torch.get_rng_state(), state)  # eval mode: no draw
+    seen = []
+    for j in range(3):
+        masked = mask[j].nonzero()[:, 0].tolist()
+        dropped = sorted(masked, key=lambda p: -float(pred.drop_order[p]))[:8]
+        seen.append([p for p in range(16) if p not in dropped])
+    torch.testing.assert_close(logits, _logits_with_encoder_on(pred, ids, mask, seen))
+    assert not torch.allclose(logits, full.logits(ids, mask))  # the drop changes what is seen
+    # a sample with only 5 masked: the batch drops 5 each (fixed shapes)
+    mask[1] = False
+    mask[1, :5] = True
+    seen = []
+    for j in range(3):
+        masked = mask[j].nonzero()[:, 0].tolist()
+        dropped = sorted(masked, key=lambda p: -float(pred.drop_order[p]))[:5]
+        seen.append([p for p in range(16) if p not in dropped])
+    torch.testing.assert_close(
+        pred.logits(ids, mask), _logits_with_encoder_on(pred, ids, mask, seen))
+    # nothing masked: nothing dropped, the full predictor's result
+    none = torch.zeros_like(mask)
+    torch.testing.assert_close(pred.logits(ids, none), full.logits(ids, none))
+    with pytest.raises(ValueError, match='encoder_drop'):
+        TokenPredictor(encoder_drop=1.0, **kwargs)

@@ -19,6 +19,14 @@ its tokenizer: ADDP's encoder and decoder are not used. Two reference points
 for FID tables: ``--sampler start`` writes ADDP's start image (the decode of
 the fully masked state) for every sample, ``--sampler noise`` uniform noise
 of the same size (sample i from its own seed).
+
+``--start-from FOLDER`` starts sample i from the i-th image of FOLDER
+(sorted, recursive, cycling) instead of the decode of the fully masked
+state: the protocol of the authors' released generation code, which feeds a
+validation image at the first step (data enters the samples; use it to
+reproduce the paper's FID, not as unconditional generation).
+
+    python tools/generate.py CONFIG CKPT --start-from data/demo/imagenet/val --out release_start/
 """
 import argparse
 import os
@@ -53,6 +61,11 @@ def parse_args(argv=None):
         help='addp: alternate decode and predict (ADDP); predictor: the '
         'token predictor alone on the ids (MAGE-style baseline); start / '
         'noise: the start image repeated / uniform noise (FID references)')
+    parser.add_argument(
+        '--start-from',
+        metavar='FOLDER',
+        help="start sample i from FOLDER's i-th image (the release's protocol; "
+        'default: the decode of the fully masked state, no data read)')
     parser.add_argument('--steps', type=int, default=20, help='generation steps')
     parser.add_argument('--schedule', choices=['cosine', 'linear'], default='cosine')
     parser.add_argument(
@@ -164,7 +177,8 @@ def main(argv=None):
         device,
         scope=cfg.get('default_scope', 'mmpretrain'),
         sampler=args.sampler,
-        show_progress=False)
+        show_progress=False,
+        start_from=args.start_from)
     prepare_output(args.out, args.overwrite)
 
     indices = shard_indices(args.num_samples, rank, world_size)
@@ -188,8 +202,9 @@ def main(argv=None):
     if rank == 0:
         print()
         grid = write_grid(args.out, args.num_samples, args.grid_size, args.nrow)
+        start = f'start {args.start_from}' if args.start_from else 'start: fully masked decode'
         print(f'{args.num_samples} samples ({world_size} process(es), sampler {args.sampler}, '
-              f'seed {args.seed}, '
+              f'{start}, seed {args.seed}, '
               f'{args.steps} {args.schedule} steps) in {args.out}; grid: {grid}')
     close_launch()  # waits for rank 0's grid too
 

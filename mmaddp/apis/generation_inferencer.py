@@ -22,6 +22,36 @@ from mmaddp.utils.generation import iter_batches, sample_seed, to_uint8
 
 #: the samplers :class:`ADDPGenerationInferencer` can run
 SAMPLERS = ('addp', 'predictor', 'start', 'noise')
+#: image files ``start_from`` reads
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
+
+
+def list_start_images(folder: str) -> List[str]:
+    """The image files under ``folder`` (recursive), sorted: sample ``i``
+    of a release-start run starts from entry ``i % len``."""
+    from mmengine.utils import scandir
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'start_from folder not found: {folder}')
+    files = sorted(
+        osp.join(folder, f)
+        for f in scandir(folder, IMAGE_SUFFIXES, recursive=True, case_sensitive=False))
+    if not files:
+        raise ValueError(f'start_from folder {folder} holds no image ({", ".join(IMAGE_SUFFIXES)})')
+    return files
+
+
+def read_start_image(path: str) -> torch.Tensor:
+    """One start image, 3 x H x W float RGB in [0, 1]."""
+    import mmcv
+    try:
+        image = mmcv.imread(path, channel_order='rgb')
+    except Exception as e:  # cv2 / PIL raise various types for corrupt files
+        raise ValueError(f'start image {path} cannot be read: {e}') from None
+    if image is None:
+        raise ValueError(f'start image {path} cannot be read')
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1).float() / 255
 
 
 def build_generator(cfg: Config, checkpoint: str, device) -> torch.nn.Module:
@@ -126,6 +156,12 @@ class ADDPGenerationInferencer(BaseInferencer):
             seeds), 'start' / 'noise' (the start image / uniform noise, FID
             reference points). Defaults to 'addp'.
         show_progress (bool): show a progress bar per call. Defaults to True.
+        start_from (str, optional): a folder of images at the model's image
+            size (e.g. the val split): sample ``i`` starts from its ``i``-th
+            image (sorted, recursive, cycling), the authors' released
+            generation protocol (``ADDP.generate(start_images=...)``; data
+            enters the samples). ``sampler='addp'`` only. Defaults to None
+            (the decode of the fully masked state, no data read).
 
     Call keywords: ``seed`` (base seed, 0); ``steps`` (20), ``schedule``
     ('cosine'), ``temperature`` (6.0), ``temperature_decay`` (True),
@@ -149,9 +185,13 @@ class ADDPGenerationInferencer(BaseInferencer):
                  device=None,
                  scope: str = 'mmpretrain',
                  sampler: str = 'addp',
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True,
+                 start_from: Optional[str] = None) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f'unknown sampler {sampler!r}; choose one of {SAMPLERS}')
+        if start_from is not None and sampler != 'addp':
+            raise ValueError(f"start_from is a start of ADDP's sampler, not of {sampler!r}")
+        self.start_files = list_start_images(start_from) if start_from is not None else None
         if sampler != 'predictor' and not weights:
             raise ValueError(f'sampler {sampler!r} needs the ADDP checkpoint (weights)')
         if isinstance(model, str) and not osp.isfile(model):
@@ -180,9 +220,19 @@ class ADDPGenerationInferencer(BaseInferencer):
         return [int(i) for i in inputs]
 
     def preprocess(self, inputs: Sequence[int], batch_size: int = 1, seed: int = 0):
-        """Yield ``dict(indices, seeds)`` per batch."""
+        """Yield ``dict(indices, seeds)`` per batch, with ``start`` (B x 3 x
+        H x W) where ``start_from`` is set."""
         for batch in iter_batches(inputs, batch_size):
-            yield dict(indices=batch, seeds=[sample_seed(seed, i) for i in batch])
+            item = dict(indices=batch, seeds=[sample_seed(seed, i) for i in batch])
+            if self.start_files is not None:
+                files = [self.start_files[i % len(self.start_files)] for i in batch]
+                images = [read_start_image(f) for f in files]
+                for f, image in zip(files, images):
+                    if image.shape != images[0].shape:
+                        raise ValueError(f'start image {f} is {tuple(image.shape[1:])}, '
+                                         f'{files[0]} {tuple(images[0].shape[1:])}: one size')
+                item['start'] = torch.stack(images)
+            yield item
 
     @torch.no_grad()
     def forward(self,
@@ -201,7 +251,8 @@ class ADDPGenerationInferencer(BaseInferencer):
             schedule=schedule,
             temperature=temperature,
             temperature_decay=temperature_decay,
-            top_p=top_p).float().cpu()
+            top_p=top_p,
+            **({} if 'start' not in inputs else dict(start_images=inputs['start']))).float().cpu()
         return [
             dict(index=i, seed=s, image=image)
             for i, s, image in zip(inputs['indices'], inputs['seeds'], images)

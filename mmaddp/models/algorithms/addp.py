@@ -270,10 +270,16 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
                  generator: Union[torch.Generator, Sequence[torch.Generator], None] = None,
                  return_trace: bool = False,
                  seeds: Optional[Sequence[int]] = None,
-                 bf16: Optional[bool] = None):
+                 bf16: Optional[bool] = None,
+                 start_images: Optional[torch.Tensor] = None):
         """Unconditional generation by alternating decode and predict.
 
-        Starts from :meth:`start_pixels`; each step runs encoder + decoder on
+        Starts from :meth:`start_pixels` (no data read), or, with
+        ``start_images``, from real images as the authors' released generation
+        code does (the encoder reads a validation image at the first step
+        while every token is masked): the way to reproduce the paper's FID
+        protocol, but not unconditional, since data enters the samples. Each
+        step runs encoder + decoder on
         the current pixels and :func:`~mmaddp.models.diffusion.reveal_step`
         draws ids and chooses which stay masked (fewer each step, none after
         the last); revealed ids are decoded as code vectors, still-masked
@@ -288,6 +294,11 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
         is True; ``None`` (the default) means on CUDA only. (The frozen parts
         follow ``frozen_precision``.)
 
+        Args:
+            start_images (Tensor, optional): B x 3 x H x W in [0, 1] at the
+                model's image size, the pixels of the first step. Defaults
+                to None (:meth:`start_pixels` for every sample).
+
         Returns:
             Tensor: images B x 3 x H x W in [0, 1] (and, with
             ``return_trace``, a list of per-step dicts with ``ids`` and
@@ -298,7 +309,14 @@ class ADDP(FrozenPartsMixin, BaseSelfSupervisor):
         generator = make_generators(num_samples, device, seed, generator, seeds)
         length, codes = self.neck.num_tokens, self.num_codes
         side = int(round(length**0.5))
-        state = dict(pixels=self.start_pixels().expand(num_samples, -1, -1, -1))
+        start = self.start_pixels()
+        if start_images is not None:
+            expected = (num_samples, *start.shape[1:])
+            if tuple(start_images.shape) != expected:
+                raise ValueError(f'start_images must be {expected} (samples x 3 x H x W of the '
+                                 f'model), got {tuple(start_images.shape)}')
+            start = start_images.to(device=device, dtype=start.dtype)
+        state = dict(pixels=start.expand(num_samples, -1, -1, -1))
         trace = []
 
         def predict(ids, masked):

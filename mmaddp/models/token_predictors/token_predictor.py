@@ -56,9 +56,9 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
     Training (``mode='loss'``) is MAGE-style masked token modelling over the
     ids of a frozen ``tokenizer``: a mask ratio per image from the truncated
     normal (mean 0.55, std 0.25, [0.5, 1.0]), cross-entropy with label
-    smoothing 0.1 on the masked positions. (MAGE also drops part of the masked
-    tokens from the encoder to save compute; here every position is encoded,
-    as at prediction time.)
+    smoothing 0.1 on the masked positions. MAGE also drops part of the masked
+    positions from the encoder to save compute (``encoder_drop``); by default
+    every position is encoded, as the release does at prediction time.
 
     Args:
         codebook_size (int): number of VQ codes (1024).
@@ -69,6 +69,16 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
         decoder_embed_dims, decoder_depth, decoder_num_heads: decoder
             (768/8/16 for ViT-B; 1024/8/16 for ViT-L).
         drop_rate (float): dropout of embeddings, attention and block outputs.
+        encoder_drop (float): fraction of the L positions, taken among the
+            masked ones, that the encoder does not see (MAGE's
+            ``mask_ratio_min`` drop, 0.5 there), in training and prediction
+            alike: the decoder puts the class-position vector at every masked
+            position anyway, so a dropped [MASK] token only saves the
+            encoder's work. ``floor(L * encoder_drop)`` positions per batch,
+            fewer where a sample has fewer masked (then all of them); chosen
+            by fresh noise in training and by a fixed order in eval mode (no
+            draw from the caller's generators). 0 encodes every position
+            (the release). Defaults to 0.
         tokenizer (dict, optional): a frozen VQTokenizer config, needed only
             for training on images.
         codebook_token_table (bool): start the code rows of the token table
@@ -114,6 +124,7 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
                  num_tokens: int = 256,
                  mlp_ratio: float = 4.0,
                  drop_rate: float = 0.1,
+                 encoder_drop: float = 0.0,
                  label_smoothing: float = 0.1,
                  mask_ratio: Optional[dict] = None,
                  tokenizer: Optional[dict] = None,
@@ -157,6 +168,12 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
         self.decoder_norm = layer_norm(ddim)
         self.mlm_layer = MlmLayer(ddim, dim, self.vocab_size)
 
+        if not 0.0 <= encoder_drop < 1.0:
+            raise ValueError(f'encoder_drop must lie in [0, 1), got {encoder_drop}')
+        self.num_dropped = int(num_tokens * encoder_drop)
+        # eval mode's fixed order of dropping among masked positions (not saved)
+        order = torch.randperm(num_tokens, generator=torch.Generator().manual_seed(0))
+        self.register_buffer('drop_order', order.float() / num_tokens, persistent=False)
         self.label_smoothing = label_smoothing
         self.mask_ratio = TruncatedNormalMaskRatio(**(mask_ratio or {}))
         self.hold_frozen(
@@ -230,9 +247,15 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
         tokens = torch.cat([ids.new_full((b, 1), self.class_id), tokens], dim=1)
         x = self.token_emb(tokens)
         select_attention_kernel([*self.blocks, *self.decoder_blocks], x.device)
+        keep = self._encoded_positions(mask)
+        if keep is not None:  # the class token and the kept positions only
+            x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
         for blk in self.blocks:
             x = blk(x)
         x = self.decoder_embed(self.norm(x))
+        if keep is not None:  # dropped positions are masked: filled below
+            full = x[:, :1].expand(-1, length + 1, -1).clone()
+            x = full.scatter(1, keep[..., None].expand(-1, -1, x.shape[-1]), x)
         full_mask = torch.cat([mask.new_zeros(b, 1), mask], dim=1)
         x = torch.where(full_mask[..., None], x[:, :1].expand_as(x), x)
         x = x + self.decoder_pos_embed_learned[:, :length + 1]
@@ -241,6 +264,22 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
         x = self.decoder_norm(x)
         logits = self.mlm_layer(x, self.token_emb.word_embeddings.weight)
         return logits[:, 1:, :self.codebook_size]
+
+    def _encoded_positions(self, mask: torch.Tensor) -> Optional[torch.Tensor]:
+        """Sequence indices (class token 0, then 1..L) the encoder sees, B x
+        (L + 1 - n), ascending; None where none is dropped. n is
+        ``num_dropped`` capped by the fewest masked positions in the batch
+        (one count for the batch: fixed shapes, no per-sample loop)."""
+        if self.num_dropped == 0:
+            return None
+        n = min(self.num_dropped, int(mask.sum(1).min()))
+        if n == 0:
+            return None
+        order = torch.rand(mask.shape, device=mask.device) if self.training else self.drop_order
+        # masked positions first (score >= 1), in the drop order; the first n go
+        score = mask.float() + order.expand_as(mask)
+        kept = score.argsort(dim=1, descending=True)[:, n:].sort(dim=1).values + 1
+        return torch.cat([kept.new_zeros(mask.shape[0], 1), kept], dim=1)
 
     def predict_probs(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Ids B x L, mask B x L (bool) -> probabilities B x L x codebook_size
