@@ -56,6 +56,7 @@ model = dict(
         num_classes=1,
         class_id=num_codes,
         num_tokens=64,
+        encoder_drop=0.5,  # as the predictor was trained (its config)
         checkpoint=token_predictor_checkpoint),
     # where the CPU has bf16: predictor and tokenizer decoder in bf16, the
     # tokenizer encoder fp32 so code ids stay exact (benchmarks/results/demo_step.md)

@@ -20,6 +20,7 @@ model = dict(
     class_id=num_codes,
     num_tokens=64,
     drop_rate=0.0,
+    encoder_drop=0.5,  # MAGE's drop of masked positions from the encoder (docs/demo_speed.md)
     label_smoothing=0.1,  # no dropout (docs/demo_schedules.md)
     mask_ratio=dict(mean=0.55, std=0.25, low=0.5, high=1.0),
     codebook_token_table=True,  # code rows from the codebook (docs/demo_schedules.md)
