@@ -144,6 +144,17 @@ def gemm_peak(device, size=2048, repeats=5) -> dict:
     return out
 
 
+def median_seconds(step, steps: int) -> float:
+    """Median wall time of ``steps`` calls of ``step()`` (run the warm-up
+    before)."""
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
 def append_results(path: str, title: str, lines) -> None:
     """Append a run's section (``lines``) to the results file ``path``,
     starting a new file with the heading ``title``."""

@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import statistics
 import subprocess
 import sys
 import time
@@ -46,7 +45,7 @@ HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from common import append_results, gemm_peak, has_fast_bf16, machine  # noqa: E402
+from common import append_results, gemm_peak, has_fast_bf16, machine, median_seconds  # noqa: E402
 
 ADDP = 'configs/addp/addp_vit-nano-p4_1xb64-1000i_demo.py'
 #: stage -> its config, the data_root part of ``data/demo``, the keys that
@@ -204,18 +203,14 @@ def run_stage(stage: str, variant: str, steps: int, warmup: int) -> dict:
     counter = FlopCounterMode(display=False)
     with counter:
         step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    seconds = median_seconds(step, steps)
     iters = (
         GEN_SAMPLES // GEN_BATCH * GEN_STEPS if stage == 'generation' else cfg.train_cfg.max_iters)
     return dict(
         stage=stage,
         variant=variant,
         threads=torch.get_num_threads(),
-        s_per_step=statistics.median(times),
+        s_per_step=seconds,
         gflop=counter.get_total_flops() / 1e9,
         iters=iters,
         runs=STAGES[stage]['runs'])

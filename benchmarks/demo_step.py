@@ -20,14 +20,13 @@ import json
 import os.path as osp
 import subprocess
 import sys
-import time
 
 HERE = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from common import (append_results, base_variant, has_fast_bf16, keep_memory_if_asked, machine,
-                    variant_env)
+                    median_seconds, variant_env)
 
 DEFAULT_CONFIG = 'configs/addp/addp_vit-nano-p4_1xb64-1000i_demo.py'
 #: variant -> (autocast on, frozen_precision)
@@ -74,15 +73,10 @@ def run_variant(config, variant, steps, warmup):
     first_loss = step()
     for _ in range(warmup - 1):
         step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
     return dict(
         variant=variant,
         threads=torch.get_num_threads(),
-        s_per_step=sorted(times)[len(times) // 2],
+        s_per_step=median_seconds(step, steps),
         first_loss=first_loss)
 
 

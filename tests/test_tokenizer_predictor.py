@@ -193,22 +193,26 @@ def test_ema_and_dead_code_restart_move_codes():
 
 
 # ---------------------------------------------------------- predictor API
+#: a frozen predictor over 16 ids of 32 codes
+TINY_PREDICTOR = dict(
+    arch=dict(
+        embed_dims=32,
+        depth=2,
+        num_heads=2,
+        decoder_embed_dims=32,
+        decoder_depth=1,
+        decoder_num_heads=2),
+    codebook_size=32,
+    num_classes=1,
+    class_id=32,
+    num_tokens=16,
+    frozen=True)
+
+
 @pytest.fixture(scope='module')
 def tiny_predictor():
     torch.manual_seed(0)
-    return TokenPredictor(
-        arch=dict(
-            embed_dims=32,
-            depth=2,
-            num_heads=2,
-            decoder_embed_dims=32,
-            decoder_depth=1,
-            decoder_num_heads=2),
-        codebook_size=32,
-        num_classes=1,
-        class_id=32,
-        num_tokens=16,
-        frozen=True)
+    return TokenPredictor(**TINY_PREDICTOR)
 
 
 def test_predict_probs_hides_masked_positions(tiny_predictor):
@@ -321,21 +325,8 @@ def test_encoder_drop_hides_masked_positions_from_the_encoder():
     ``drop_order`` and no random number is drawn; the result equals running
     the encoder on the kept positions only, sample by sample."""
     torch.manual_seed(0)
-    kwargs = dict(
-        arch=dict(
-            embed_dims=32,
-            depth=2,
-            num_heads=2,
-            decoder_embed_dims=32,
-            decoder_depth=1,
-            decoder_num_heads=2),
-        codebook_size=32,
-        num_classes=1,
-        class_id=32,
-        num_tokens=16,
-        frozen=True)
-    pred = TokenPredictor(encoder_drop=0.5, **kwargs)
-    full = TokenPredictor(**kwargs)
+    pred = TokenPredictor(encoder_drop=0.5, **TINY_PREDICTOR)
+    full = TokenPredictor(**TINY_PREDICTOR)
     full.load_state_dict(pred.state_dict())  # same weights, every position encoded
     ids = torch.randint(0, 32, (3, 16))
     mask = torch.zeros(3, 16, dtype=torch.bool)
@@ -366,4 +357,4 @@ def test_encoder_drop_hides_masked_positions_from_the_encoder():
     none = torch.zeros_like(mask)
     torch.testing.assert_close(pred.logits(ids, none), full.logits(ids, none))
     with pytest.raises(ValueError, match='encoder_drop'):
-        TokenPredictor(encoder_drop=1.0, **kwargs)
+        TokenPredictor(encoder_drop=1.0, **TINY_PREDICTOR)
