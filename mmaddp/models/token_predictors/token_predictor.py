@@ -254,8 +254,8 @@ class TokenPredictor(FrozenPartsMixin, BaseModel):
             x = blk(x)
         x = self.decoder_embed(self.norm(x))
         if keep is not None:  # dropped positions are masked: filled below
-            full = x[:, :1].expand(-1, length + 1, -1).clone()
-            x = full.scatter(1, keep[..., None].expand(-1, -1, x.shape[-1]), x)
+            index = keep[..., None].expand(-1, -1, x.shape[-1])
+            x = x[:, :1].expand(-1, length + 1, -1).scatter(1, index, x)  # out of place
         full_mask = torch.cat([mask.new_zeros(b, 1), mask], dim=1)
         x = torch.where(full_mask[..., None], x[:, :1].expand_as(x), x)
         x = x + self.decoder_pos_embed_learned[:, :length + 1]
